@@ -1,0 +1,39 @@
+"""Model definitions shared by training and serving (no I/O here).
+
+`latent` and `card` are numpy/json only and safe for the service to import;
+`dcgan` and `mlp` need torch and are imported lazily by `build_models`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ARCHS = ("dcgan", "mlp")
+
+
+def model_config(arch: str, model: dict[str, Any]):
+    """The config dataclass of `arch` from a card's `model` dict."""
+    if arch == "dcgan":
+        from models.dcgan import DCGANConfig
+
+        return DCGANConfig(**model)
+    if arch == "mlp":
+        from models.mlp import MLPConfig
+
+        return MLPConfig(**model)
+    raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+
+
+def build_models(arch: str, model: dict[str, Any]):
+    """(generator, discriminator) for a card's architecture, freshly initialised."""
+    config = model_config(arch, model)
+    if arch == "dcgan":
+        from models.dcgan import Discriminator, Generator, weights_init
+
+        generator, discriminator = Generator(config), Discriminator(config)
+        generator.apply(weights_init)
+        discriminator.apply(weights_init)
+        return generator, discriminator
+    from models.mlp import MLPDiscriminator, MLPGenerator
+
+    return MLPGenerator(config), MLPDiscriminator(config)
