@@ -1,0 +1,1 @@
+"""Everything that needs torch: data, losses, the training loop, checkpoints, export."""

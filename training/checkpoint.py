@@ -1,0 +1,123 @@
+"""Checkpoints: atomic saves, safe loads, and everything needed to resume exactly.
+
+A checkpoint is a plain dict of tensors and primitives (no pickled code), loaded with
+`torch.load(weights_only=True)`. It holds G, D, the EMA generator, both optimisers,
+the step, the data position, the RNG states, the resolved config and the model card.
+
+In a run directory, `checkpoint.pt` is the latest state (what `--resume` reads) and
+`best.pt`, when periodic evaluation ran, the one with the lowest FD.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models import build_models
+from models.card import CardError, ModelCard
+
+FORMAT = "dcgan-service-checkpoint"
+VERSION = 1
+LATEST, BEST = "checkpoint.pt", "best.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, foreign or unsafe; the message is one line."""
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """Write via `write(file_object)` to a temporary file beside `path`, fsync, rename.
+
+    A crash leaves either the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    state = {"format": FORMAT, "version": VERSION, **state}
+    return atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def find_checkpoint(path: str | Path, prefer_best: bool = False) -> Path:
+    """A checkpoint file, or the one to use inside a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        names = (BEST, LATEST) if prefer_best else (LATEST,)
+        for name in names:
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path} is a directory without {LATEST}: not a run directory")
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint; never unpickles code."""
+    path = find_checkpoint(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise CheckpointError(
+            f"{path} was refused: it is not a plain-weights checkpoint ({first[:160]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a dcgan-service checkpoint (foreign file)")
+    if int(state.get("version", 0)) > VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {state['version']}; this program reads up to {VERSION}"
+        )
+    for key in ("config", "card", "generator", "step"):
+        if key not in state:
+            raise CheckpointError(f"{path} is incomplete: it has no {key!r}")
+    return state
+
+
+def load_generator(
+    path: str | Path, weights: str = "ema", device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, ModelCard]:
+    """The generator of a checkpoint (or run directory: best, else latest), in eval mode.
+
+    `weights="ema"` takes the moving average when the run kept one, else the raw weights;
+    the card's `weights` field says which was taken."""
+    if weights not in ("ema", "raw"):
+        raise CheckpointError(f"weights must be ema or raw, got {weights!r}")
+    state = load_checkpoint(find_checkpoint(path, prefer_best=True))
+    try:
+        card = ModelCard.from_dict(state["card"])
+        generator, _ = build_models(card.arch, card.model)
+    except (CardError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} has an unusable model card: {exc}") from None
+    use_ema = weights == "ema" and state.get("ema") is not None
+    try:
+        generator.load_state_dict(state["ema"] if use_ema else state["generator"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not match the card's architecture ({str(exc)[:160]})") from None
+    card.weights = "ema" if use_ema else "raw"
+    card.step = int(state["step"])
+    return generator.to(device).eval(), card

@@ -1,0 +1,105 @@
+"""The training configuration: every default lives here, in one dataclass.
+
+CLI options default to None and override these fields; each run writes the resolved
+config (`config.json`) next to its checkpoints and inside every checkpoint.
+Defaults follow the DCGAN paper (Adam 2e-4, betas 0.5/0.999, batch 64) and use the
+non-saturating generator loss of Goodfellow et al. 2014.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+LOSSES = ("minimax", "nonsaturating", "wgan", "wgan-gp", "hinge")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = "mnist5k"
+    data_root: str | None = None
+    download: bool = False
+    image_size: int = 32
+    channels: int | None = None  # None: the dataset's own
+    conditional: bool = False  # class-conditional G and D (labelled datasets only)
+    # model: arch "dcgan" for images, "mlp" for the 2-D toys (chosen from the dataset when None)
+    arch: str | None = None
+    nz: int | None = None  # latent size; None: 100 for dcgan, 2 for mlp
+    ngf: int = 64
+    ndf: int = 64
+    mlp_hidden: int = 256
+    pack: int = 1  # PacGAN: samples the discriminator judges together
+    d_norm: str | None = None  # None: batch, or layer for wgan-gp (batch norm breaks the penalty)
+    # objective
+    loss: str = "nonsaturating"
+    d_steps: int = 1  # k discriminator steps per generator step (Algorithm 1, Goodfellow 2014)
+    clip: float = 0.01  # weight clipping bound for "wgan"
+    gp_weight: float = 10.0  # gradient-penalty weight for "wgan-gp"
+    label_smoothing: float = 0.0  # one-sided: real targets become 1 - this (ganhacks)
+    instance_noise: float = 0.0  # std of noise added to D's inputs, decaying linearly to 0
+    # optimisation
+    steps: int = 2000  # generator steps
+    batch_size: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    ema_decay: float = 0.999  # EMA of generator weights, exported and served; 0 disables
+    # hardware
+    device: str = "auto"
+    amp: bool | None = None  # bf16 autocast; None: on for CUDA
+    channels_last: bool | None = None  # None: on for CUDA
+    compile: bool = False
+    num_workers: int = 0
+    threads: int | None = None  # torch CPU threads; None: torch's default
+    # bookkeeping
+    seed: int = 0
+    run_dir: str | None = None  # None: runs/<dataset>-<loss>-<time>
+    name: str = ""  # model name for the card and export; None-ish: the dataset
+    log_every: int = 50
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    eval_every: int = 0  # 0: no periodic quality evaluation
+    eval_samples: int = 500
+    command: str = ""  # the exact command line that started the run
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+        return cls(**data)
+
+    def validate(self) -> None:
+        """Checks that need no data: one clear message naming the field."""
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        size = self.image_size
+        if not (16 <= size <= 256) or size & (size - 1):
+            raise ValueError(f"image-size must be a power of two from 16 to 256, got {size}")
+        positive = ("steps", "batch_size", "d_steps", "pack", "ngf", "ndf", "mlp_hidden")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size % self.pack:
+            raise ValueError(f"batch-size ({self.batch_size}) must be a multiple of pack ({self.pack})")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label-smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.instance_noise < 0:
+            raise ValueError(f"instance-noise must be 0 or more, got {self.instance_noise}")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        for name in ("lr_g", "lr_d"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name.replace('_', '-')} must be above 0, got {getattr(self, name)}")

@@ -1,0 +1,141 @@
+"""ONNX export of generators, a parity check against PyTorch, and model-store registration.
+
+The exported graph takes `latents` (N, nz) float32, plus `labels` (N,) int64 for
+class-conditional generators, and returns `images` (N, nc, H, W) in [-1, 1] (or
+points for the toys), with a dynamic batch axis. The model card travels in the
+file's `metadata_props`, so the service never guesses a shape.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from models.card import ModelCard
+from training.checkpoint import atomic_write
+
+OPSET = 18
+PARITY_TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
+
+
+class ExportError(RuntimeError):
+    """The export failed a check; the message is one line."""
+
+
+def _input_names(card: ModelCard) -> list[str]:
+    return ["latents", "labels"] if card.num_classes else ["latents"]
+
+
+def example_inputs(card: ModelCard, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    latents = torch.randn(batch, card.nz, generator=generator)
+    if card.num_classes:
+        return latents, torch.randint(0, card.num_classes, (batch,), generator=generator)
+    return (latents,)
+
+
+def to_onnx_model(generator: torch.nn.Module, card: ModelCard, fp16: bool = False) -> onnx.ModelProto:
+    """Trace `generator` (eval mode, CPU) into an ONNX model carrying `card`."""
+    generator = generator.eval().to("cpu")
+    names = _input_names(card)
+    dynamic = {name: {0: "batch"} for name in names} | {"images": {0: "batch"}}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer chatter about constant folding
+        torch.onnx.export(
+            generator, example_inputs(card), buffer, input_names=names, output_names=["images"],
+            dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    if fp16:
+        model = _to_float16(model)
+    del model.metadata_props[:]
+    props = card.to_metadata()
+    props["dcgan.precision"] = "float16" if fp16 else "float32"
+    onnx.helper.set_model_props(model, props)
+    model.producer_name = "dcgan-service"
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Weights and arithmetic in float16 (for GPUs); inputs and outputs stay float32."""
+    from onnx import numpy_helper
+
+    for init in model.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+    graph = model.graph
+    for node in graph.node:  # constants folded into attributes
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == onnx.TensorProto.FLOAT:
+                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16)))
+    latents_in = graph.input[0].name
+    cast_in = onnx.helper.make_node("Cast", [latents_in], ["latents_fp16"], to=onnx.TensorProto.FLOAT16)
+    for node in graph.node:
+        node.input[:] = ["latents_fp16" if name == latents_in else name for name in node.input]
+    out = graph.output[0].name
+    for node in graph.node:
+        node.output[:] = ["images_fp16" if name == out else name for name in node.output]
+    cast_out = onnx.helper.make_node("Cast", ["images_fp16"], [out], to=onnx.TensorProto.FLOAT)
+    nodes = [cast_in, *graph.node, cast_out]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def parity_error(model: onnx.ModelProto, generator: torch.nn.Module, card: ModelCard,
+                 batch: int = 8, seed: int = 1) -> float:
+    """Max abs difference between ONNX Runtime (CPU) and PyTorch on random latents."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    inputs = example_inputs(card, batch=batch, seed=seed)
+    with torch.no_grad():
+        expected = generator.eval().cpu()(*inputs).numpy()
+    feed = {name: tensor.numpy() for name, tensor in zip(_input_names(card), inputs)}
+    (got,) = session.run(["images"], feed)
+    return float(np.max(np.abs(got.astype(np.float32) - expected)))
+
+
+def export_onnx(generator: torch.nn.Module, card: ModelCard, path: str | Path,
+                fp16: bool = False) -> Path:
+    """Export, check the graph, check parity with PyTorch, write atomically.
+
+    Returns the path; the parity error is stored in the card's `quality` as
+    `onnx_max_abs_error` and in the file."""
+    model = to_onnx_model(generator, card, fp16=fp16)
+    error = parity_error(model, generator, card)
+    tolerance = PARITY_TOLERANCE["float16" if fp16 else "float32"]
+    if not error <= tolerance:
+        raise ExportError(f"ONNX Runtime output differs from PyTorch by {error:.2e} (> {tolerance:.0e})")
+    card.quality = {**card.quality, "onnx_max_abs_error": error}
+    model = to_onnx_model(generator, card, fp16=fp16)  # again, now with the parity figure in its card
+    return atomic_write(path, lambda handle: handle.write(model.SerializeToString()))
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """The model card of an ONNX file (raises CardError when it has none)."""
+    model = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    return ModelCard.from_metadata(props, source=str(path))
+
+
+def register_model(onnx_path: str | Path, card: ModelCard, name: str | None = None) -> str:
+    """Copy an exported file into the BentoML model store as `dcgan-<name>`; returns the tag."""
+    import shutil
+
+    import bentoml
+
+    tag_name = f"dcgan-{name or card.name}"
+    labels = {"arch": card.arch, "dataset": str(card.dataset.get("name", "")), "step": str(card.step)}
+    metadata = {"card": card.to_dict()}
+    with bentoml.models.create(tag_name, labels=labels, metadata=metadata) as model:
+        shutil.copyfile(onnx_path, model.path_of("generator.onnx"))
+    return str(model.tag)
