@@ -1,0 +1,149 @@
+"""The Bento: `bentoml build` of bentofile.yaml (and its GPU variant) into a throwaway
+BentoML home holding a tiny registered generator, then what ops will ship from it:
+serving-only pinned requirements, a generated Dockerfile that runs as a non-root user,
+the model packed inside, and only the code the service imports."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_BENTOFILE = ROOT / "bentofile.yaml"
+GPU_BENTOFILE = ROOT / "deploy" / "bento" / "bentofile.gpu.yaml"
+TRAINING_ONLY = {"torch", "torchvision", "torchmetrics", "onnx", "onnxscript", "tensorboard",
+                 "typer", "scikit-learn", "scipy", "mlxtend"}
+
+REGISTER_TINY_GENERATOR = """
+import hashlib, sys
+from dataclasses import asdict
+from models import build_models
+from models.card import ModelCard
+from training.export import export_onnx, register_model
+generator, _ = build_models("dcgan", {"nz": 8, "ngf": 8, "ndf": 8, "nc": 1,
+                                      "image_size": 16, "num_classes": 10})
+card = ModelCard(name="mnist", model=asdict(generator.config))
+path = export_onnx(generator, card, sys.argv[1])
+print(register_model(path, card))
+print(hashlib.sha256(open(path, "rb").read()).hexdigest())
+"""
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\s<>=!~\[;@]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _run(args: list[str], env: dict[str, str], timeout: float = 180) -> str:
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args[:4])} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Register a tiny dcgan-mnist, build both Bentos and export the CPU one."""
+    home = tmp_path_factory.mktemp("bentoml-home")
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    env.pop("DCGAN_MODEL", None)
+    model_tag, model_sha = _run(
+        [sys.executable, "-c", REGISTER_TINY_GENERATOR, str(home / "generator.onnx")], env
+    ).split()[-2:]
+    bentoml = [sys.executable, "-m", "bentoml"]
+    cpu_tag = _run([*bentoml, "build", "-o", "tag", "."], env).split()[-1]
+    gpu_tag = _run([*bentoml, "build", "-o", "tag", "-f", str(GPU_BENTOFILE), "."], env).split()[-1]
+    archive = home / "dcgan-service.bento"
+    _run([*bentoml, "export", cpu_tag.removeprefix("__tag__:"), str(archive)], env)
+
+    def bento_dir(tag: str) -> Path:
+        name, version = tag.removeprefix("__tag__:").split(":")
+        return home / "bentos" / name / version
+
+    return {"cpu": bento_dir(cpu_tag), "gpu": bento_dir(gpu_tag), "archive": archive,
+            "model_tag": model_tag, "model_sha": model_sha}
+
+
+def test_requirements_are_the_pinned_serving_extra_without_torch(built):
+    serving = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["serving"]
+    expected = {_name(r) for r in serving}
+    for variant in ("cpu", "gpu"):
+        lines = (built[variant] / "env/python/requirements.txt").read_text().split("\n")
+        requirements = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        names = {_name(r) for r in requirements}
+        assert names == expected, f"{variant}: {sorted(names ^ expected)} differ from the serving extra"
+        assert not names & TRAINING_ONLY
+        for requirement in requirements:
+            name, _, version = requirement.partition("==")
+            assert version, f"{variant}: {requirement!r} is not pinned with =="
+            # The shipped pins are the versions the test suite ran against.
+            assert importlib.metadata.version(name) == version, (
+                f"{requirement} is pinned, but this environment has "
+                f"{name}=={importlib.metadata.version(name)}: update the bentofiles"
+            )
+
+
+def _instructions(dockerfile: Path, keyword: str) -> list[str]:
+    return [line.split(None, 1)[1].strip() for line in dockerfile.read_text().splitlines()
+            if line.upper().startswith(keyword + " ")]
+
+
+def test_generated_dockerfiles_use_debian_or_cuda_bases_and_a_non_root_user(built):
+    for variant, base in (("cpu", r"python:3\.11-slim"),
+                          ("gpu", r"nvidia/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu")):
+        dockerfile = built[variant] / "env/docker/Dockerfile"
+        assert dockerfile.is_file(), f"{variant}: no generated Dockerfile"
+        assert re.match(base, _instructions(dockerfile, "FROM")[0]), _instructions(dockerfile, "FROM")
+        users = _instructions(dockerfile, "USER")
+        assert users and users[-1] not in ("root", "0"), f"{variant}: runs as {users}"
+        # deploy/base/deployment.yaml sets runAsUser to this uid: the image's USER is a
+        # name, which the kubelet cannot check against runAsNonRoot.
+        assert "ARG BENTO_USER_UID=1034" in dockerfile.read_text()
+
+
+def test_the_generator_is_packed_in_the_exported_bento(built):
+    name, version = built["model_tag"].split(":")
+    bento = yaml.safe_load((built["cpu"] / "bento.yaml").read_text())
+    assert [m["tag"] for m in bento["models"]] == [built["model_tag"]]
+    with tarfile.open(built["archive"]) as archive:
+        member = archive.extractfile(f"./models/{name}/{version}/generator.onnx")
+        assert member is not None
+        assert hashlib.sha256(member.read()).hexdigest() == built["model_sha"]
+
+
+def test_the_bento_carries_only_the_code_the_service_imports(built):
+    src = built["cpu"] / "src"
+    files = {p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file()}
+    for needed in ("service/service.py", "models/__init__.py", "models/latent.py",
+                   "models/card.py"):
+        assert needed in files
+    unwanted = [f for f in files
+                if f.startswith(("training/", "tests/", "deploy/", "bench/", ".venv/"))
+                or f in ("models/dcgan.py", "models/mlp.py") or f.endswith((".onnx", ".pt"))]
+    assert not unwanted
+    bento = yaml.safe_load((built["cpu"] / "bento.yaml").read_text())
+    assert bento["service"] == "service.service:DCGAN"
+
+
+def test_gpu_bentofile_differs_from_the_cpu_one_only_in_name_and_base():
+    cpu = yaml.safe_load(CPU_BENTOFILE.read_text())
+    gpu = yaml.safe_load(GPU_BENTOFILE.read_text())
+    assert gpu["docker"].pop("cuda_version")
+    assert "cuda_version" not in cpu["docker"]
+    for key in ("name", "description", "labels"):
+        cpu.pop(key), gpu.pop(key)
+    assert gpu == cpu
