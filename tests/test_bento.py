@@ -9,6 +9,7 @@ import hashlib
 import importlib.metadata
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -47,27 +48,43 @@ def _name(requirement: str) -> str:
     return re.split(r"[\s<>=!~\[;@]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
-def _run(args: list[str], env: dict[str, str], timeout: float = 180) -> str:
-    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
+def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 180) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
                             timeout=timeout)
     assert result.returncode == 0, f"{' '.join(args[:4])} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
+
+
+def _checkout_copy(dest: Path) -> Path:
+    """The files a fresh clone would have (tracked, plus new files git does not ignore):
+    the build context ops use, without a virtual environment for the build to walk."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, timeout=60)
+    if listed.returncode != 0:
+        return ROOT  # not a git checkout: build in place
+    for name in listed.stdout.decode().split("\0"):
+        if name and (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """Register a tiny dcgan-mnist, build both Bentos and export the CPU one."""
     home = tmp_path_factory.mktemp("bentoml-home")
+    context = _checkout_copy(tmp_path_factory.mktemp("build-context"))
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
     env.pop("DCGAN_MODEL", None)
     model_tag, model_sha = _run(
-        [sys.executable, "-c", REGISTER_TINY_GENERATOR, str(home / "generator.onnx")], env
+        [sys.executable, "-c", REGISTER_TINY_GENERATOR, str(home / "generator.onnx")], context, env
     ).split()[-2:]
     bentoml = [sys.executable, "-m", "bentoml"]
-    cpu_tag = _run([*bentoml, "build", "-o", "tag", "."], env).split()[-1]
-    gpu_tag = _run([*bentoml, "build", "-o", "tag", "-f", str(GPU_BENTOFILE), "."], env).split()[-1]
+    cpu_tag = _run([*bentoml, "build", "-o", "tag", "."], context, env).split()[-1]
+    gpu_tag = _run([*bentoml, "build", "-o", "tag", "-f",
+                    str(context / GPU_BENTOFILE.relative_to(ROOT)), "."], context, env).split()[-1]
     archive = home / "dcgan-service.bento"
-    _run([*bentoml, "export", cpu_tag.removeprefix("__tag__:"), str(archive)], env)
+    _run([*bentoml, "export", cpu_tag.removeprefix("__tag__:"), str(archive)], context, env)
 
     def bento_dir(tag: str) -> Path:
         name, version = tag.removeprefix("__tag__:").split(":")
