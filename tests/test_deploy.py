@@ -186,8 +186,26 @@ def test_probes_resources_and_security(overlay):
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
-    # With a read-only root, the scratch directory must be a volume.
-    assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"])
+    # With a read-only root, every place the server writes must be a volume: scratch
+    # space, and BentoML's home, which it populates at start.
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = [m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")]
+    for variable in ("TMPDIR", "BENTOML_HOME"):
+        assert any(env[variable] == m or env[variable].startswith(m.rstrip("/") + "/")
+                   for m in mounts), f"{variable}={env[variable]} is not on a writable volume"
+
+    # ONNX Runtime sizes its thread pool from the node's cores unless told: keep it
+    # within the pod's CPU limit.
+    settings = {}
+    for ref in container["envFrom"]:
+        settings.update(next(o for o in objects if o["kind"] == "ConfigMap" and
+                             o["metadata"]["name"] == ref["configMapRef"]["name"])["data"])
+    assert 1 <= int(settings["DCGAN_ORT_THREADS"]) <= _cpus(container["resources"]["limits"]["cpu"])
+
+
+def _cpus(quantity: str | int) -> float:
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
 @needs_kubectl
