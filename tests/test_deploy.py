@@ -348,3 +348,21 @@ def test_training_containers_resume_only_when_a_checkpoint_exists(tmp_path):
         assert result.exit_code == 0, result.output
         resolved = json.loads(result.output)
         assert resolved["run_dir"] == str(run_dir) and resolved["device"] == "cuda"
+
+
+def test_training_image_installs_the_training_extra_and_runs_as_non_root():
+    dockerfile = (DEPLOY / "training" / "Dockerfile").read_text()
+    instructions = [line.split(None, 1) for line in dockerfile.splitlines()
+                    if line.strip() and not line.startswith(("#", " "))]
+    users = [rest.strip() for keyword, rest in instructions if keyword == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert any(keyword == "RUN" and '".[training]"' in rest for keyword, rest in instructions)
+    assert [rest for keyword, rest in instructions if keyword == "ENTRYPOINT"] == ['["dcgan"]']
+    # Everything `pip install .` needs is copied in, and the build context lets it through.
+    copied = {source.rstrip("/") for keyword, rest in instructions if keyword == "COPY"
+              for source in rest.split()[:-1] if not source.startswith("--")}
+    packages = {"models", "training", "service"}
+    assert {"pyproject.toml", "README.md"} | packages <= copied
+    allowed = (DEPLOY / "training" / "Dockerfile.dockerignore").read_text().split()
+    for name in {"pyproject.toml", "README.md"} | packages:
+        assert f"!{name}" in allowed or f"!{name}/" in allowed, name
