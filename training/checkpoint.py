@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -77,13 +78,14 @@ def find_checkpoint(path: str | Path, prefer_best: bool = False) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a checkpoint; never unpickles code."""
     path = find_checkpoint(path)
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint (not a torch archive)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise CheckpointError(
-            f"{path} was refused: it is not a plain-weights checkpoint ({first[:160]})"
-        ) from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        what = f"it would import {found.group(1)}" if found else "it holds more than plain weights"
+        raise CheckpointError(f"{path} was refused: {what}, and checkpoints are loaded without running code") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is corrupt or not a checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

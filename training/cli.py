@@ -1,0 +1,257 @@
+"""`dcgan`: train, export, sample, interpolate and evaluate generators.
+
+Thin typer commands over one function each. Options default to None and override the
+dataclass defaults in training/config.py. Errors a user can make end in one line on
+stderr and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shlex
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Train DCGAN generators, export them to ONNX, and look at what they make.",
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def _user_errors():
+    from models.card import CardError
+    from training.checkpoint import CheckpointError
+    from training.export import ExportError
+    from training.loop import TrainingError
+
+    return (ValueError, FileNotFoundError, NotADirectoryError, CardError, CheckpointError,
+            ExportError, TrainingError)
+
+
+def clean_errors(command):
+    """Turn the errors a user can cause into one red line and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except _user_errors() as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; the last checkpoint is kept (resume with --resume RUN_DIR)")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _command_line() -> str:
+    return shlex.join(["dcgan", *sys.argv[1:]])
+
+
+@app.command()
+@clean_errors
+def train(
+    dataset: str | None = typer.Option(None, help="mnist5k (default, offline), digits, mnist, fashion-mnist, cifar10, celeba, folder, ring, grid, fake."),
+    data_root: str | None = typer.Option(None, help="Folder holding torchvision datasets, or the image folder for 'folder'."),
+    download: bool | None = typer.Option(None, "--download", help="Let torchvision download the dataset into --data-root (needs internet)."),
+    image_size: int | None = typer.Option(None, help="Image side, a power of two from 16 to 256 [32]."),
+    channels: int | None = typer.Option(None, help="1 or 3 image channels [the dataset's]."),
+    conditional: bool | None = typer.Option(None, "--conditional", help="Class-conditional G and D (labelled datasets)."),
+    arch: str | None = typer.Option(None, help="dcgan or mlp [dcgan for images, mlp for 2-D toys]."),
+    nz: int | None = typer.Option(None, help="Latent size [100 for dcgan, 2 for mlp]."),
+    ngf: int | None = typer.Option(None, help="Generator feature maps [64]."),
+    ndf: int | None = typer.Option(None, help="Discriminator feature maps [64]."),
+    pack: int | None = typer.Option(None, help="PacGAN: samples D judges together [1 = off]."),
+    loss: str | None = typer.Option(None, help="minimax, nonsaturating [default], wgan, wgan-gp or hinge."),
+    d_steps: int | None = typer.Option(None, help="Discriminator steps per generator step (k) [1]."),
+    label_smoothing: float | None = typer.Option(None, help="One-sided label smoothing for real samples [0]."),
+    instance_noise: float | None = typer.Option(None, help="Std of instance noise on D's inputs, decaying to 0 [0]."),
+    ema_decay: float | None = typer.Option(None, help="EMA decay of generator weights, 0 to disable [0.999]."),
+    steps: int | None = typer.Option(None, help="Generator steps to train to [2000]."),
+    batch_size: int | None = typer.Option(None, help="Batch size per process [64]."),
+    lr_g: float | None = typer.Option(None, help="Generator learning rate [2e-4]."),
+    lr_d: float | None = typer.Option(None, help="Discriminator learning rate [2e-4]."),
+    device: str | None = typer.Option(None, help="auto [default], cpu or cuda."),
+    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="bf16 autocast [on for CUDA]."),
+    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format [on for CUDA]."),
+    compile: bool | None = typer.Option(None, "--compile", help="torch.compile G and D."),
+    num_workers: int | None = typer.Option(None, help="DataLoader worker processes [0]."),
+    threads: int | None = typer.Option(None, help="CPU threads for torch [torch's default]."),
+    seed: int | None = typer.Option(None, help="Random seed [0]."),
+    name: str | None = typer.Option(None, help="Model name for the card and export [the dataset]."),
+    run_dir: Path | None = typer.Option(None, help="Where checkpoints, samples and logs go [runs/<dataset>-<loss>-<time>]."),
+    resume: Path | None = typer.Option(None, help="Continue a run from its directory (or a checkpoint file)."),
+    log_every: int | None = typer.Option(None, help="Steps between log records [50]."),
+    sample_every: int | None = typer.Option(None, help="Steps between sample grids [500]."),
+    checkpoint_every: int | None = typer.Option(None, help="Steps between checkpoints [500]."),
+    eval_every: int | None = typer.Option(None, help="Steps between quality evaluations, 0 for none [0]; keeps best.pt by FD."),
+    eval_samples: int | None = typer.Option(None, help="Samples per periodic evaluation [500]."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train a generator; writes checkpoints, samples and metrics to the run directory."""
+    from training.checkpoint import load_checkpoint
+    from training.config import TrainConfig
+    from training.loop import resolve
+    from training.loop import train as run_training
+
+    options = locals()  # the comprehension below has its own scope
+    given = {f.name: options[f.name] for f in fields(TrainConfig)
+             if options.get(f.name) is not None}
+    if "run_dir" in given:
+        given["run_dir"] = str(given["run_dir"])
+    if resume is not None:
+        saved = load_checkpoint(resume)["config"]
+        config = TrainConfig.from_dict({**saved, **given})
+    else:
+        config = TrainConfig(**given, command=_command_line())
+    resolved = resolve(config)
+    if dry_run:
+        out.print_json(json.dumps(resolved.to_dict()))
+        return
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    evaluator = None
+    if resolved.eval_every:
+        from training.evaluate import PeriodicEvaluator
+        from training.loop import model_spec
+
+        spec = model_spec(resolved)
+        evaluator = PeriodicEvaluator(
+            resolved.dataset, resolved.image_size, resolved.channels or 0, spec.get("num_classes", 0),
+            root=resolved.data_root, num_samples=resolved.eval_samples, device=resolved.device)
+    run_dir = run_training(config, resume=resume, progress=progress, evaluator=evaluator)
+    out.print(f"run directory: {run_dir}")
+
+
+@app.command()
+@clean_errors
+def export(
+    source: Path = typer.Argument(..., help="A checkpoint file or run directory (its best.pt, else checkpoint.pt)."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="The ONNX file to write."),
+    weights: str = typer.Option("ema", help="ema (what is served) or raw generator weights."),
+    fp16: bool = typer.Option(False, "--fp16", help="Float16 weights and arithmetic, for GPUs."),
+    name: str | None = typer.Option(None, help="Model name in the card and store [the card's]."),
+    register: bool = typer.Option(False, "--register", help="Also add it to the BentoML model store as dcgan-<name>."),
+) -> None:
+    """Export a generator to ONNX with its model card, after a parity check."""
+    from training.checkpoint import load_generator
+    from training.export import export_onnx, register_model
+
+    if out_path.suffix != ".onnx":
+        raise ValueError(f"--out must name a .onnx file, got {out_path}")
+    generator, card = load_generator(source, weights=weights)
+    if name:
+        card.name = name
+    path = export_onnx(generator, card, out_path, fp16=fp16)
+    out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {card.weights} weights, step {card.step}); "
+              f"max |onnxruntime - torch| = {card.quality['onnx_max_abs_error']:.2e}")
+    if register:
+        out.print(f"registered {register_model(path, card)}")
+
+
+def _labels(card, seeds: list[int], label: int | None):
+    from models.latent import labels_for_seeds
+
+    if not card.num_classes:
+        if label is not None:
+            raise ValueError("--label is for class-conditional models; this one has no classes")
+        return None
+    if label is not None:
+        if not 0 <= label < card.num_classes:
+            raise ValueError(f"--label must be from 0 to {card.num_classes - 1}, got {label}")
+        return [label] * len(seeds)
+    return labels_for_seeds(seeds, card.num_classes)
+
+
+def _save_png(pixels, path: Path) -> None:
+    from PIL import Image
+
+    from training.checkpoint import atomic_write
+
+    image = Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels)
+    atomic_write(path, lambda handle: image.save(handle, format="PNG"))
+
+
+@app.command()
+@clean_errors
+def sample(
+    source: Path = typer.Argument(..., help="A checkpoint, run directory or ONNX file."),
+    seeds: str = typer.Option("0-15", help="Seeds, e.g. 0-15 or 1,5,9: one image each."),
+    out_path: Path = typer.Option(Path("samples.png"), "--out", "-o", help="PNG grid to write."),
+    truncation: float | None = typer.Option(None, help="Redraw latent entries beyond this |z| (e.g. 1.5)."),
+    label: int | None = typer.Option(None, help="Class for conditional models [seed % classes]."),
+    nrow: int = typer.Option(8, help="Images per row."),
+    weights: str = typer.Option("ema", help="For checkpoints: ema or raw weights."),
+) -> None:
+    """Write a PNG grid of samples, one per seed (reproducible on any machine)."""
+    from models.latent import latents_from_seeds, parse_seeds
+    from training.sources import grid, open_source, to_uint8
+
+    seed_list = parse_seeds(seeds, max_count=1024)
+    generator = open_source(source, weights=weights)
+    if not generator.card.is_image:
+        raise ValueError("this generator makes points, not images; sample it from Python")
+    latents = latents_from_seeds(seed_list, generator.card.nz, truncation)
+    images = generator.generate(latents, _labels(generator.card, seed_list, label))
+    _save_png(grid(to_uint8(images), nrow=nrow), out_path)
+    out.print(f"wrote {out_path} ({len(seed_list)} samples)")
+
+
+@app.command()
+@clean_errors
+def interpolate(
+    source: Path = typer.Argument(..., help="A checkpoint, run directory or ONNX file."),
+    start: int = typer.Option(0, help="Seed of the first frame."),
+    end: int = typer.Option(1, help="Seed of the last frame."),
+    steps: int = typer.Option(8, help="Frames, end points included (2 to 256)."),
+    method: str = typer.Option("slerp", help="slerp (spherical, default) or lerp."),
+    out_path: Path = typer.Option(Path("interpolation.png"), "--out", "-o", help="A .png strip or an animated .gif."),
+    label: int | None = typer.Option(None, help="Class for conditional models [start % classes]."),
+    frame_ms: int = typer.Option(100, help="GIF frame duration in milliseconds."),
+    weights: str = typer.Option("ema", help="For checkpoints: ema or raw weights."),
+) -> None:
+    """Walk through latent space between two seeds: a PNG strip or an animated GIF."""
+    from models.latent import interpolate as latent_path
+    from models.latent import latent_from_seed
+    from training.sources import grid, open_source, to_uint8
+
+    if not 2 <= steps <= 256:
+        raise ValueError(f"--steps must be from 2 to 256, got {steps}")
+    if out_path.suffix.lower() not in (".png", ".gif"):
+        raise ValueError(f"--out must end in .png or .gif, got {out_path}")
+    generator = open_source(source, weights=weights)
+    card = generator.card
+    path = latent_path(latent_from_seed(start, card.nz), latent_from_seed(end, card.nz), steps, method)
+    labels = _labels(card, [start] * steps, label)
+    frames = to_uint8(generator.generate(path, labels))
+    if out_path.suffix.lower() == ".png":
+        _save_png(grid(frames, nrow=steps), out_path)
+    else:
+        from PIL import Image
+
+        from training.checkpoint import atomic_write
+
+        pictures = [Image.fromarray(f.squeeze(-1) if f.shape[-1] == 1 else f) for f in frames]
+        atomic_write(out_path, lambda handle: pictures[0].save(
+            handle, format="GIF", save_all=True, append_images=pictures[1:], duration=frame_ms, loop=0))
+    out.print(f"wrote {out_path} ({steps} frames, {method})")
+
+
+# --- evaluate (training/evaluate.py) ---
+
+
+def main() -> None:  # pragma: no cover - the console script calls `app`
+    app()
+
+
+if __name__ == "__main__":
+    app()
