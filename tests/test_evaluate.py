@@ -1,0 +1,230 @@
+"""Quality metrics: real data scores at its floor, broken generators far from it, and
+every user error is one clear line. Uses scikit-learn's digits at 16x16 (offline, a
+classifier trains in seconds) and small sample counts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from models import build_models
+from models.card import ModelCard
+from training.data import load_dataset, toy_modes
+from training.evaluate import (
+    EvaluationError,
+    Evaluator,
+    PeriodicEvaluator,
+    Source,
+    evaluate,
+)
+from training.evaluate_cli import evaluate_command
+from training.evaluate_toys import toy_figures
+
+SIZE, COUNT = 16, 120
+DCGAN = {"nz": 8, "ngf": 8, "ndf": 8, "nc": 1, "image_size": SIZE, "num_classes": 0}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One classifier cache for the module: the digits classifier trains once."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("cache")
+        patch.setenv("DCGAN_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def digits(cache):
+    return Evaluator("digits", image_size=SIZE, nc=1, num_samples=COUNT)
+
+
+@pytest.fixture(scope="module")
+def train_images():
+    data = load_dataset("digits", image_size=SIZE, split="train")
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    labels = np.array([data[i][1] for i in range(len(data))])
+    return images, labels
+
+
+def pool_source(pool: torch.Tensor, num_classes: int = 0, by_label=None) -> Source:
+    """A stand-in generator that returns images from `pool` in turn (or, when
+    conditional, an image of the asked label from `by_label`)."""
+    card = ModelCard(name="stand-in", model={"nz": 4, "num_classes": num_classes})
+    drawn = {"next": 0}
+
+    def run(latents, labels):
+        if labels is not None:
+            return np.stack([by_label[label][i % len(by_label[label])].numpy()
+                             for i, label in enumerate(labels)])
+        rows = (drawn["next"] + np.arange(len(latents))) % len(pool)
+        drawn["next"] += len(latents)
+        return pool[rows].numpy()
+
+    return Source(card, run, "stand-in")
+
+
+def test_real_images_score_near_the_floor_and_noise_far_above(digits, train_images):
+    images, _ = train_images
+    shuffled = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(3))]
+    real = digits(pool_source(shuffled))
+    noise = digits(pool_source(torch.rand(COUNT, 1, SIZE, SIZE) * 2 - 1))
+    assert real["fd_floor"] > 0 and real["fd_ratio"] < 2.5
+    assert noise["fd_ratio"] > 10
+    assert noise["kid"] > 10 * max(real["kid"], real["kid_floor"], 1e-3)
+    assert real["classes_covered"] == 10
+    # Copies of training images are at distance 0 from the training set: memorised.
+    assert real["nn_distance"] == 0 and real["nn_ratio"] == 0
+    assert noise["nn_ratio"] > 1.5
+    assert 0.85 < real["classifier_accuracy"] <= 1.0
+    assert "held-out" in real["reference"] and "test split" in real["reference"]
+
+
+def test_a_generator_of_one_class_covers_one_class(digits, train_images):
+    images, labels = train_images
+    ones = digits(pool_source(images[labels == 1]))
+    assert ones["classes_covered"] == 1
+    assert ones["class_histogram"][1] >= 0.9 * COUNT
+    assert ones["class_kl"] > 0.8 * math.log(10)  # log 10 for a perfect one-class generator
+    assert ones["classes_covered_floor"] == 10 and ones["class_kl_floor"] < 0.3
+    assert ones["fd_ratio"] > 5
+
+
+def test_conditional_generators_are_checked_against_their_labels(digits, train_images):
+    images, labels = train_images
+    by_label = {k: images[labels == k] for k in range(10)}
+    right = digits(pool_source(images, num_classes=10, by_label=by_label))
+    shifted = {k: by_label[(k + 1) % 10] for k in range(10)}
+    wrong = digits(pool_source(images, num_classes=10, by_label=shifted))
+    assert right["label_accuracy"] > 0.85
+    assert wrong["label_accuracy"] < 0.2
+    assert right["classes_covered"] == 10
+
+
+def test_the_classifier_is_cached_and_not_trained_again(digits, cache, monkeypatch):
+    files = list((cache / "classifiers").glob("digits-16px-1ch-*.pt"))
+    assert len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached classifier was trained again")
+
+    monkeypatch.setattr("training.evaluate_features.train_classifier", no_training)
+    again = Evaluator("digits", image_size=SIZE, nc=1, num_samples=COUNT, metrics=["fd"])
+    assert again.accuracy == digits.accuracy
+    assert files[0].stat().st_mtime_ns == stamp
+
+
+def test_periodic_evaluator_takes_a_module_and_restores_its_mode(cache):
+    generator, _ = build_models("dcgan", DCGAN)
+    generator.train()
+    periodic = PeriodicEvaluator("digits", image_size=SIZE, nc=1, num_samples=100)
+    figures = periodic(generator)
+    assert generator.training
+    assert {"fd", "fd_floor", "fd_ratio", "classes_covered", "class_kl"} <= set(figures)
+    assert figures["fd_ratio"] > 1 and figures["num_samples"] == 100
+    assert "nn_distance" not in figures  # periodic evaluation stays cheap
+    json.dumps(figures)  # logged as JSON lines by the training loop
+
+
+def test_toy_figures_follow_the_pacgan_definitions():
+    centres, std = toy_modes("ring")
+    every = toy_figures(np.repeat(centres, 10, axis=0), centres, std)
+    assert every == {"modes": 8, "num_modes": 8, "high_quality": 100.0, "reverse_kl": 0.0}
+    one = toy_figures(np.repeat(centres[:1], 80, axis=0), centres, std)
+    assert one["modes"] == 1 and one["reverse_kl"] == pytest.approx(math.log(8))
+    near = toy_figures(centres[:2] + np.array([[2.9 * std, 0], [3.1 * std, 0]]), centres, std)
+    assert near["modes"] == 1 and near["high_quality"] == 50.0
+    lost = toy_figures(np.zeros((5, 2)), centres, std)
+    assert lost["modes"] == 0 and lost["high_quality"] == 0.0 and lost["reverse_kl"] is None
+
+
+def test_toy_evaluation_reports_modes_against_real_points(cache):
+    ring = Evaluator("ring", num_samples=400, metrics=["fd", "modes"])
+    centres, std = toy_modes("ring")
+    card = ModelCard(arch="mlp", model={"nz": 2, "out_shape": [2]})
+    rng = np.random.default_rng(0)
+
+    def mixture(latents, labels):
+        picks = rng.integers(8, size=len(latents))
+        return (centres[picks] + std * rng.standard_normal((len(latents), 2))).astype(np.float32)
+
+    good = ring(Source(card, mixture, "mixture"))
+    stuck = ring(Source(card, lambda z, _: np.repeat(centres[:1], len(z), 0).astype(np.float32), "one"))
+    assert good["modes"] == 8 and good["high_quality"] > 95 and good["fd_ratio"] < 3
+    assert stuck["modes"] == 1 and stuck["fd_ratio"] > 100
+    assert good["modes_floor"] == 8 and good["high_quality_floor"] > 95
+
+
+def test_user_errors_are_one_clear_line(cache, tmp_path):
+    generator, _ = build_models("dcgan", DCGAN)
+    card = ModelCard(model=DCGAN, dataset={"name": "digits"})
+    cases = [
+        ({"metrics": ["fd", "sharpness"]}, "unknown metric 'sharpness'"),
+        ({"num_samples": 10}, "at least 65 samples"),
+        ({"num_samples": 5000}, "use at most"),
+        ({"metrics": ["modes"]}, "2-D toys"),
+        ({"metrics": ["inception"]}, "--inception-weights"),
+        ({"metrics": ["inception"], "inception_weights": str(tmp_path / "none.pth")},
+         "no Inception weights file"),
+        ({"dataset": "ring"}, "2-D points"),
+        ({"dataset": "cifar10"}, "1-channel images but cifar10 has 3-channel"),
+        ({"dataset": "sharks"}, "unknown dataset"),
+    ]
+    for options, expected in cases:
+        with pytest.raises(EvaluationError, match=expected) as caught:
+            evaluate((generator, card), **options)
+        assert "\n" not in str(caught.value)
+
+
+def test_coverage_needs_labels(cache, tmp_path):
+    from PIL import Image
+
+    for i in range(12):  # a flat folder of images: no class subfolders, no labels
+        Image.fromarray(np.full((SIZE, SIZE), i * 20, np.uint8)).save(tmp_path / f"{i}.png")
+    with pytest.raises(EvaluationError, match="coverage needs a labelled dataset"):
+        Evaluator("folder", image_size=SIZE, nc=1, root=str(tmp_path), metrics=["coverage"])
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.command("evaluate")(evaluate_command)
+    app.command("other")(lambda: None)  # two commands, so "evaluate" is a subcommand
+    return app
+
+
+def test_cli_evaluates_a_checkpoint_and_an_onnx_file(cache, tmp_path):
+    from training.checkpoint import save_checkpoint
+    from training.export import export_onnx
+
+    torch.manual_seed(0)
+    generator, _ = build_models("dcgan", DCGAN)
+    card = ModelCard(name="tiny", model=DCGAN, dataset={"name": "digits"}, step=7)
+    save_checkpoint(tmp_path / "tiny.pt", {"config": {}, "card": card.to_dict(),
+                                           "generator": generator.state_dict(), "step": 7})
+    export_onnx(generator, card, tmp_path / "tiny.onnx")
+    runner = CliRunner(env={"COLUMNS": "160"})  # one table row per figure
+    figures = {}
+    for name in ("tiny.pt", "tiny.onnx"):
+        out = tmp_path / f"{name}.json"
+        result = runner.invoke(_app(), ["evaluate", str(tmp_path / name), "-n", "100",
+                                        "--metrics", "fd,coverage", "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        assert "FD (classifier features)" in result.output and "classes covered" in result.output
+        figures[name] = json.loads(out.read_text())
+        assert figures[name]["step"] == 7 and figures[name]["dataset"] == "digits"
+    # The same seeds through PyTorch and ONNX Runtime give the same figures.
+    assert figures["tiny.pt"]["fd"] == pytest.approx(figures["tiny.onnx"]["fd"], rel=1e-3)
+
+    failed = runner.invoke(_app(), ["evaluate", str(tmp_path / "tiny.pt"), "--metrics", "bogus"])
+    assert failed.exit_code == 1
+    assert failed.output.strip().splitlines() == [
+        "error: unknown metric 'bogus'; choose from: fd, kid, coverage, modes, nn, inception"]
+    missing = runner.invoke(_app(), ["evaluate", str(tmp_path / "nothing.pt")])
+    assert missing.exit_code == 1 and "Traceback" not in missing.output
+    assert len(missing.output.strip().splitlines()) == 1

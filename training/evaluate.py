@@ -1,0 +1,445 @@
+"""Offline quality metrics for generators, each figure next to its real-vs-real floor.
+
+Inception features say little about 28x28 digits, so, as MNIST GAN papers do, the
+feature space is the penultimate layer of a small CNN that this project trains on the
+dataset's own train split (seeded, cached on disk, its held-out accuracy reported).
+In that space, with torchmetrics doing the statistics:
+
+- FD (Fréchet distance) and KID (kernel distance) between generated images and real
+  images held out from training. Both depend on the sample count, so each comes with
+  its *floor*: the same distance between two disjoint real sets of the same size
+  (train images vs the same held-out images). `fd_ratio = fd / fd_floor` then means
+  the same across runs: 1 is as close as real data gets.
+- coverage (labelled data): the histogram of the classifier's predicted classes over
+  generated samples, the classes covered (a class is covered when it gets at least
+  10% of its share among real images), KL(generated || real) of the two histograms
+  (as in Metz et al. 2017; log 10 = 2.30 for a generator stuck on one digit), and the
+  mean classifier confidence.
+- nn: median nearest-neighbour distance (RMS per pixel, at most 64x64) from generated
+  samples to the training images, next to the same for held-out real images; a ratio
+  well below 1 flags memorisation.
+- modes (2-D toys): the PacGAN figures, see `training.evaluate_toys`; FD and KID are
+  then computed on the points themselves.
+- inception: FID/KID with the standard Inception weights, from a local file only.
+
+Held-out images: the dataset's test split (mnist5k: the last 100 of each digit, 1,000
+images, never trained on); for `folder`, a fixed 10% of the images.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.card import ModelCard
+from training.evaluate_features import (
+    BATCH,
+    FEATURE_DIM,
+    INCEPTION_HELP,
+    EvaluationError,
+    RealData,
+    extract,
+    inception_features,
+    inception_network,
+    load_classifier,
+    shrink,
+    stack,
+)
+from training.evaluate_toys import TOY_SAMPLES, toy_figures
+
+__all__ = ["METRICS", "EvaluationError", "Evaluator", "PeriodicEvaluator", "Source", "evaluate",
+           "open_source"]
+
+METRICS = ("fd", "kid", "coverage", "modes", "nn", "inception")
+IMAGE_SAMPLES = 1000
+KID_SUBSETS, KID_SUBSET_SIZE = 50, 500
+COVERED_SHARE = 0.1
+
+
+# --- the generator under test -------------------------------------------------------------
+
+class Source:
+    """A generator to evaluate, whatever holds it: `run(latents, labels) -> samples` in
+    numpy, plus its card. Samples come from the fixed seeds 0..N-1 (labels seed % K)."""
+
+    def __init__(self, card: ModelCard, run, description: str):
+        self.card, self.run, self.description = card, run, description
+
+    def sample(self, count: int) -> tuple[torch.Tensor, np.ndarray | None]:
+        from models.latent import labels_for_seeds, latents_from_seeds
+
+        seeds = range(count)
+        latents = latents_from_seeds(seeds, self.card.nz)  # (N, nz)
+        labels = labels_for_seeds(seeds, self.card.num_classes) if self.card.num_classes else None
+        parts = [self.run(latents[i:i + BATCH], None if labels is None else labels[i:i + BATCH])
+                 for i in range(0, count, BATCH)]
+        samples = torch.from_numpy(np.concatenate(parts).astype(np.float32))
+        if not torch.isfinite(samples).all():
+            samples = torch.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
+        return samples, labels
+
+
+def module_source(generator: nn.Module, card: ModelCard) -> Source:
+    """A torch generator, run in eval mode (its train/eval mode is restored after)."""
+    device = next(generator.parameters()).device
+
+    @torch.no_grad()
+    def run(latents: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        was_training = generator.training
+        generator.eval()
+        try:
+            label_tensor = None if labels is None else torch.from_numpy(labels).to(device)
+            return generator(torch.from_numpy(latents).to(device), label_tensor).float().cpu().numpy()
+        finally:
+            generator.train(was_training)
+
+    return Source(card, run, f"{card.name} (step {card.step})")
+
+
+def onnx_source(path: str, device: str = "cpu") -> Source:
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = ort.InferenceSession(path, providers=providers)
+        card = ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map, source=path)
+    except ValueError:
+        raise
+    except Exception as exc:  # onnxruntime raises its own classes for broken files
+        raise EvaluationError(f"{path} is not a readable ONNX file ({str(exc).splitlines()[0][:160]})") from None
+
+    def run(latents: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        feeds = {"latents": latents}
+        if labels is not None:
+            feeds["labels"] = labels
+        return session.run(["images"], feeds)[0]
+
+    return Source(card, run, f"{os.path.basename(path)}: {card.name} (step {card.step})")
+
+
+def open_source(source, device: str = "cpu") -> Source:
+    """A Source from an ONNX file, a checkpoint file or run directory, a
+    (generator, card) pair, or a Source."""
+    if isinstance(source, Source):
+        return source
+    if isinstance(source, tuple):
+        return module_source(*source)
+    path = str(source)
+    if not os.path.exists(path):
+        raise EvaluationError(f"no checkpoint, run directory or ONNX file at {path}")
+    if path.endswith(".onnx"):
+        return onnx_source(path, device)
+    from training.checkpoint import load_generator
+
+    generator, card = load_generator(path, device=device)
+    source = module_source(generator, card)
+    source.description = f"{os.path.basename(os.path.normpath(path))}: {card.name} (step {card.step}, {card.weights} weights)"
+    return source
+
+
+# --- the statistics -----------------------------------------------------------------------
+
+def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """FD between Gaussians fitted to two feature sets (N, d), by torchmetrics; the
+    features are extracted beforehand, so its extractor is a Flatten."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    metric = FrechetInceptionDistance(feature=nn.Flatten(), input_img_size=(real.shape[1],),
+                                      normalize=True)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    return max(float(metric.compute()), 0.0)  # rounding can dip below 0 for equal sets
+
+
+def kernel_distance(real: torch.Tensor, fake: torch.Tensor, gamma: float) -> tuple[float, float]:
+    """(mean, std) of KID over KID_SUBSETS random subsets, seeded, by torchmetrics, with
+    the cubic kernel (gamma x.y + 1)^3 of Binkowski et al. 2018."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    size = min(KID_SUBSET_SIZE, len(real), len(fake))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "will save all extracted features": a few thousand
+        metric = KernelInceptionDistance(feature=nn.Flatten(), subsets=KID_SUBSETS,
+                                         subset_size=size, gamma=gamma)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the subsets come from torch's global generator
+        mean, std = metric.compute()
+    return float(mean), float(std)
+
+
+def kernel_gamma(reference: torch.Tensor) -> float:
+    """1 / (d * mean squared feature of the real reference): the kernel's usual 1/d, made
+    blind to the scale of the classifier's features, so KID reads like Inception KID."""
+    return float(1.0 / (reference.shape[1] * reference.pow(2).mean().clamp_min(1e-12)))
+
+
+def coverage(probs: torch.Tensor, real_probs: torch.Tensor) -> dict:
+    """Class coverage of samples whose predicted-class probabilities are `probs` (N, K),
+    against real images' `real_probs`: both histograms are of predicted classes."""
+    classes = real_probs.shape[1]
+    counts = torch.bincount(probs.argmax(1), minlength=classes).double()
+    real_counts = torch.bincount(real_probs.argmax(1), minlength=classes).double()
+    share = counts / counts.sum()
+    real_share = (real_counts + 1) / (real_counts.sum() + classes)  # add-one: KL stays finite
+    covered = (counts > 0) & (share >= COVERED_SHARE * real_counts / real_counts.sum())
+    kept = share > 0
+    return {
+        "classes_covered": int(covered.sum()), "num_classes": classes,
+        "class_kl": float((share[kept] * (share[kept] / real_share[kept]).log()).sum()),
+        "confidence": float(probs.max(1).values.mean()),
+        "class_histogram": [int(c) for c in counts],
+    }
+
+
+def median_nn_distance(samples: torch.Tensor, train: torch.Tensor) -> float:
+    """Median over samples of the distance to the nearest training sample, as RMS per
+    pixel in [-1, 1] units (L2 / sqrt(pixels))."""
+    flat_train = train.reshape(len(train), -1).float()
+    nearest = [torch.cdist(part.reshape(len(part), -1).float(), flat_train).min(1).values
+               for part in samples.split(BATCH)]
+    return float(torch.cat(nearest).median()) / flat_train.shape[1] ** 0.5
+
+
+# --- the evaluation -----------------------------------------------------------------------
+
+def choose_metrics(metrics, real: RealData, inception_weights: str | None,
+                   periodic: bool = False) -> tuple[str, ...]:
+    """The metrics to compute: all that apply when `metrics` is None; else checked."""
+    if metrics is None:
+        chosen = ["fd"] if periodic else ["fd", "kid"]  # KID's subsets cost seconds on a CPU
+        if real.points:
+            chosen.append("modes")
+        elif real.num_classes:
+            chosen.append("coverage")
+        if not real.points and not periodic:
+            chosen += ["nn"] + (["inception"] if inception_weights else [])
+        return tuple(chosen)
+    if isinstance(metrics, str):
+        metrics = metrics.split(",")
+    chosen = []
+    for name in (m.strip().lower() for m in metrics if m.strip()):
+        if name not in METRICS:
+            raise EvaluationError(f"unknown metric {name!r}; choose from: {', '.join(METRICS)}")
+        if name == "coverage" and real.points:
+            name = "modes"  # the toys' coverage is the PacGAN figures
+        if name == "modes" and not real.points:
+            raise EvaluationError(f"metric modes is for the 2-D toys (ring, grid); {real.name} "
+                                  "holds images: use coverage")
+        if name in ("nn", "inception") and real.points:
+            raise EvaluationError(f"metric {name} compares images; {real.name} holds 2-D points")
+        if name == "coverage" and not real.num_classes:
+            raise EvaluationError(f"metric coverage needs a labelled dataset; {real.name} has no "
+                                  "labels (use fd, kid or nn)")
+        if name == "inception" and not inception_weights:
+            raise EvaluationError(INCEPTION_HELP)
+        if name not in chosen:
+            chosen.append(name)
+    if not chosen:
+        raise EvaluationError(f"no metric asked for; choose from: {', '.join(METRICS)}")
+    return tuple(chosen)
+
+
+class Evaluator:
+    """Quality of generators against one dataset. Everything real (held-out and floor
+    features, the classifier, the floors) is prepared once here; each call only samples
+    the generator and compares."""
+
+    def __init__(self, dataset: str, *, image_size: int = 32, nc: int | None = 1,
+                 num_classes: int = 0, root: str | None = None, num_samples: int | None = None,
+                 metrics=None, device: str = "cpu", inception_weights: str | None = None,
+                 strict: bool = True, periodic: bool = False, seed: int = 0):
+        from training.data import dataset_info
+
+        try:
+            nc = nc or dataset_info(dataset).nc or 1
+        except ValueError as exc:
+            raise EvaluationError(str(exc)) from None
+        self.real = real = RealData(dataset, image_size, nc, root, seed)
+        self.metrics = choose_metrics(metrics, real, inception_weights, periodic)
+        self.num_classes, self.device = num_classes, device
+        available = min(len(real.held_out), len(real.train))
+        count = num_samples or (TOY_SAMPLES if real.points else IMAGE_SAMPLES)
+        if count > available:
+            if strict and num_samples:
+                raise EvaluationError(
+                    f"num-samples {count} is more than {dataset} can compare against: it has "
+                    f"{len(real.held_out)} held-out and {len(real.train)} train samples; use at most {available}")
+            count = available
+        minimum = (2 if real.points else FEATURE_DIM) + 1
+        if count < minimum:
+            dim = 2 if real.points else FEATURE_DIM
+            raise EvaluationError(
+                f"num-samples {count} is too few: a {dim}x{dim} feature covariance needs at least "
+                f"{minimum} samples (1000 or more give figures worth comparing)")
+        self.num_samples = count
+        self.classifier, self.accuracy = None, None
+        if not real.points:
+            self.classifier, self.accuracy = load_classifier(dataset, image_size, nc, root, real)
+            self.classifier.to(device)
+        self.reference = real.held_out[:count]  # held_out is already in a seeded random order
+        floor_rows = torch.randperm(len(real.train), generator=torch.Generator().manual_seed(seed))[:count]
+        floor = real.train[floor_rows]
+        self.ref_features, self.ref_probs = extract(self.classifier, self.reference)
+        self.inception = self.ref_inception = floor_inception = None
+        if "inception" in self.metrics:
+            self.inception = inception_network(inception_weights, device)
+            full_reference, _ = stack(real.held_set, real.held_rows[:count], full=True)
+            full_floor, _ = stack(real.train_set, [real.train_rows[i] for i in floor_rows], full=True)
+            self.ref_inception = inception_features(self.inception, full_reference)
+            floor_inception = inception_features(self.inception, full_floor)
+        self.floor = self.figures(floor, *extract(self.classifier, floor), floor_inception)
+        if "nn" in self.metrics:  # held-out real to train: what "not memorised" looks like
+            self.floor["nn_distance"] = median_nn_distance(self.reference, real.train)
+        self.notes = {
+            "dataset": dataset, "num_samples": count,
+            "reference": f"{count} generated vs {count} held-out real ({real.split_note}); floor: "
+                         f"{count} train {'points' if real.points else 'images'} vs the same held-out ones",
+            "feature_space": self.describe_features(image_size, nc),
+            "classifier_accuracy": self.accuracy,
+        }
+
+    def describe_features(self, image_size: int, nc: int) -> str:
+        if self.real.points:
+            return "the 2-D points themselves"
+        where = f"{self.real.name} at {image_size}px, {nc} channel{'s' if nc > 1 else ''}"
+        if self.accuracy is None:
+            return (f"penultimate layer ({FEATURE_DIM}) of a seeded untrained CNN "
+                    f"({self.real.name} has no labels to train one), {where}")
+        return (f"penultimate layer ({FEATURE_DIM}) of a CNN trained on the train split of "
+                f"{where}; held-out accuracy {self.accuracy:.1%}")
+
+    def figures(self, samples: torch.Tensor, features: torch.Tensor, probs: torch.Tensor | None,
+                inception: torch.Tensor | None) -> dict:
+        """Every chosen figure of one sample set against the held-out reference."""
+        out: dict = {}
+        if "fd" in self.metrics:
+            out["fd"] = frechet_distance(self.ref_features, features)
+        if "kid" in self.metrics:
+            out["kid"], out["kid_std"] = kernel_distance(self.ref_features, features,
+                                                         kernel_gamma(self.ref_features))
+        if "coverage" in self.metrics:
+            out.update(coverage(probs, self.ref_probs))
+        if "modes" in self.metrics:
+            from training.data import toy_modes
+
+            out.update(toy_figures(samples.numpy(), *toy_modes(self.real.name)))
+        if "nn" in self.metrics:
+            out["nn_distance"] = median_nn_distance(samples, self.real.train)
+        if inception is not None:
+            out["inception_fd"] = frechet_distance(self.ref_inception, inception)
+            out["inception_kid"], out["inception_kid_std"] = kernel_distance(
+                self.ref_inception, inception, 1.0 / self.ref_inception.shape[1])
+        return out
+
+    def __call__(self, generator) -> dict:
+        """Figures of a generator (an nn.Module, a (module, card) pair or a Source), each
+        with its floor and, for FD and NN, the ratio to it."""
+        if isinstance(generator, nn.Module):
+            config = generator.config
+            card = ModelCard(model={"nz": config.nz,
+                                    "num_classes": getattr(config, "num_classes", self.num_classes)})
+            generator = module_source(generator, card)
+        source = open_source(generator, self.device)
+        samples, labels = source.sample(self.num_samples)
+        full = samples
+        if samples.ndim == 4:
+            samples = shrink(samples)
+        if samples.shape[1:] != self.reference.shape[1:]:
+            raise EvaluationError(
+                f"the model makes samples of shape {tuple(full.shape[1:])}; {self.real.name} "
+                f"here has {tuple(self.reference.shape[1:])}")
+        features, probs = extract(self.classifier, samples)
+        inception = None if self.inception is None else inception_features(self.inception, full)
+        figures = self.figures(samples, features, probs, inception)
+        if labels is not None and probs is not None and source.card.num_classes == probs.shape[1]:
+            figures["label_accuracy"] = float((probs.argmax(1).numpy() == labels).mean())
+        return {**self.notes, **with_floors(figures, self.floor)}
+
+
+def with_floors(figures: dict, floor: dict) -> dict:
+    """Each figure, then its floor (`<name>_floor`) and for distances the ratio."""
+    out: dict = {}
+    for key, value in figures.items():
+        out[key] = value
+        if key in floor and key not in ("class_histogram", "num_classes", "num_modes", "kid_std",
+                                        "inception_kid_std"):
+            out[f"{key}_floor"] = floor[key]
+        if key in ("fd", "inception_fd", "nn_distance"):
+            name = {"fd": "fd_ratio", "inception_fd": "inception_fd_ratio",
+                    "nn_distance": "nn_ratio"}[key]
+            out[name] = value / floor[key] if floor[key] > 0 else None
+    if "class_histogram" in floor:
+        out["class_histogram_floor"] = floor["class_histogram"]
+    return out
+
+
+class PeriodicEvaluator(Evaluator):
+    """What the training loop calls every N steps: `num_samples` from fixed seeds, FD with
+    its floor, and coverage (or the toys' modes); no KID or nearest-neighbour search
+    unless `metrics` asks.
+    Held-out data smaller than `num_samples` caps it rather than failing."""
+
+    def __init__(self, dataset: str, image_size: int = 32, nc: int | None = 1,
+                 num_classes: int = 0, root: str | None = None, num_samples: int = 500,
+                 device: str = "cpu", metrics=None):
+        super().__init__(dataset, image_size=image_size, nc=nc, num_classes=num_classes,
+                         root=root, num_samples=num_samples, metrics=metrics, device=device,
+                         strict=False, periodic=True)
+
+
+def check_shapes(card: ModelCard, dataset: str) -> None:
+    """One clear line when the model's samples cannot be compared with the dataset's."""
+    from training.data import dataset_info
+
+    try:
+        info = dataset_info(dataset)
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from None
+    shape = card.output_shape
+    if info.kind == "points":
+        if shape != (2,):
+            raise EvaluationError(f"the model makes samples of shape {shape}, but {dataset} "
+                                  "holds 2-D points")
+        return
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise EvaluationError(f"the model makes samples of shape {shape}, but {dataset} holds "
+                              "square images (channels, size, size)")
+    trained_on = card.dataset.get("name")
+    if dataset not in (trained_on, "folder") and shape[0] != info.nc:
+        hint = f" ({trained_on})" if trained_on else ""
+        raise EvaluationError(
+            f"the model makes {shape[0]}-channel images but {dataset} has {info.nc}-channel "
+            f"images; evaluate it on the dataset it was trained on{hint}")
+
+
+def evaluate(source, *, dataset: str | None = None, num_samples: int | None = None,
+             metrics=None, device: str = "cpu", inception_weights: str | None = None,
+             root: str | None = None) -> dict:
+    """Every figure of one generator: `source` is a checkpoint file or run directory, an
+    ONNX file, a (generator, card) pair or a Source. `dataset` defaults to the card's;
+    `num_samples` to 1,000 images (capped by the held-out set) or 2,500 toy points."""
+    started = time.perf_counter()
+    source = open_source(source, device)
+    card = source.card
+    dataset = dataset or card.dataset.get("name")
+    if not dataset:
+        raise EvaluationError("the model card names no dataset: pass --dataset")
+    check_shapes(card, dataset)
+    shape = card.output_shape
+    size, nc = (shape[1], shape[0]) if len(shape) == 3 else (32, None)
+    evaluator = Evaluator(dataset, image_size=size, nc=nc, num_classes=card.num_classes,
+                          root=root, num_samples=num_samples, metrics=metrics, device=device,
+                          inception_weights=inception_weights)
+    figures = evaluator(source)
+    return {"source": source.description, "model": card.name, "step": card.step,
+            "metrics": list(evaluator.metrics), **figures,
+            "seconds": round(time.perf_counter() - started, 1)}

@@ -1,0 +1,236 @@
+"""The feature space of the quality metrics: a small classifier trained here, the
+real data it is compared with, and the standard Inception network from a local file.
+
+The classifier is trained once per (dataset, size, channels, CLASSIFIER_VERSION) on the
+train split, seeded, and cached under $DCGAN_CACHE/classifiers (by default
+~/.cache/dcgan-service/classifiers), written atomically; its held-out accuracy is kept
+with it and reported with every figure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CLASSIFIER_VERSION = 1  # bump when the classifier or its training changes: new cache key
+FEATURE_DIM = 64
+CLASSIFIER_SIDE = 64  # larger images are downscaled to this before the classifier
+CLASSIFIER_EPOCHS = 10
+MAX_TRAIN_IMAGES = 10_000  # classifier training and nearest-neighbour search
+FOLDER_HELD_OUT = 0.1
+BATCH = 250
+INCEPTION_HELP = (
+    "Inception FID/KID needs the standard FID Inception weights as a local file: download "
+    "weights-inception-2015-12-05-6726825d.pth from the torch-fidelity releases (v0.2.0) once, "
+    "then pass --inception-weights PATH"
+)
+
+
+class EvaluationError(ValueError):
+    """The evaluation cannot run as asked; the message is one line for the user."""
+
+
+# --- the feature classifier ------------------------------------------------------------
+
+class FeatureClassifier(nn.Module):
+    """A small strided CNN; its penultimate layer (FEATURE_DIM wide) is the feature space."""
+
+    def __init__(self, nc: int, num_classes: int, width: int = 32):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(nc, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),  # (N, w, S/2, S/2)
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.ReLU(),  # S/4
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(),  # (N, 2w*16), whatever the input size
+            nn.Linear(2 * width * 16, FEATURE_DIM), nn.ReLU(),  # (N, FEATURE_DIM)
+        )
+        self.head = nn.Linear(FEATURE_DIM, max(num_classes, 1))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features (N, FEATURE_DIM), logits (N, num_classes)) of images in [-1, 1]."""
+        features = self.body(shrink(images))
+        return features, self.head(features)
+
+
+def shrink(images: torch.Tensor) -> torch.Tensor:
+    """(N, C, S, S) -> (N, C, 64, 64) when S > 64: bounds the cost of big images."""
+    if images.shape[-1] <= CLASSIFIER_SIDE:
+        return images
+    return F.interpolate(images, size=(CLASSIFIER_SIDE, CLASSIFIER_SIDE), mode="bilinear",
+                         antialias=True, align_corners=False)
+
+
+def cache_dir() -> Path:
+    """Where trained classifiers are kept: $DCGAN_CACHE/classifiers, by default
+    ~/.cache/dcgan-service/classifiers."""
+    root = os.environ.get("DCGAN_CACHE") or Path.home() / ".cache" / "dcgan-service"
+    return Path(root) / "classifiers"
+
+
+def classifier_path(dataset: str, image_size: int, nc: int, root: str | None) -> Path:
+    key = f"{dataset}-{image_size}px-{nc}ch-v{CLASSIFIER_VERSION}"
+    if dataset == "folder" and root:  # two folders are two datasets
+        key += "-" + hashlib.sha256(os.path.abspath(root).encode()).hexdigest()[:10]
+    return cache_dir() / f"{key}.pt"
+
+
+def train_classifier(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor,
+                     test_labels: torch.Tensor, num_classes: int, seed: int = 0):
+    """(classifier in eval mode, test accuracy): Adam with a one-cycle schedule and random
+    shifts of up to 2 pixels (4,000 digits are few), CLASSIFIER_EPOCHS epochs, seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        classifier = FeatureClassifier(train.shape[1], num_classes)
+    batch_size = 128
+    steps = CLASSIFIER_EPOCHS * -(-len(train) // batch_size)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=2e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=4e-3, total_steps=steps)
+    train, size = shrink(train), min(train.shape[-1], CLASSIFIER_SIDE)
+    for _ in range(CLASSIFIER_EPOCHS):
+        for rows in torch.randperm(len(train), generator=generator).split(batch_size):
+            dy, dx = torch.randint(0, 5, (2,), generator=generator).tolist()
+            images = F.pad(train[rows], (2, 2, 2, 2), mode="replicate")[..., dy:dy + size, dx:dx + size]
+            _, logits = classifier(images)
+            loss = F.cross_entropy(logits, train_labels[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    classifier.eval()
+    _, probs = extract(classifier, test)
+    return classifier, float((probs.argmax(1) == test_labels).float().mean())
+
+
+def load_classifier(dataset: str, image_size: int, nc: int, root: str | None,
+                    real: RealData) -> tuple[FeatureClassifier, float | None]:
+    """The cached classifier of (dataset, size, channels), trained and saved first when
+    missing. Unlabelled datasets get the same CNN with seeded random weights."""
+    if real.num_classes == 0:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            return FeatureClassifier(nc, 0).eval(), None
+    path = classifier_path(dataset, image_size, nc, root)
+    if path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        classifier = FeatureClassifier(nc, int(state["num_classes"]))
+        classifier.load_state_dict(state["weights"])
+        return classifier.eval(), state["accuracy"]
+    classifier, accuracy = train_classifier(real.train, real.train_labels, real.held_out,
+                                            real.held_out_labels, real.num_classes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"weights": classifier.state_dict(), "num_classes": real.num_classes,
+                "accuracy": accuracy, "version": CLASSIFIER_VERSION}, partial)
+    os.replace(partial, path)  # atomic: a concurrent reader sees the old file or the new
+    return classifier, accuracy
+
+
+@torch.no_grad()
+def extract(classifier: FeatureClassifier | None, samples: torch.Tensor):
+    """(features float64 (N, d), class probabilities (N, K) or None), in batches.
+    Without a classifier (2-D points) the samples are their own features."""
+    if classifier is None:
+        return samples.reshape(len(samples), -1).double(), None
+    device = next(classifier.parameters()).device
+    features, probs = [], []
+    for batch in samples.split(BATCH):
+        feats, logits = classifier(batch.to(device).float())
+        features.append(feats.double().cpu())
+        probs.append(logits.softmax(1).cpu())
+    return torch.cat(features), torch.cat(probs)
+
+
+# --- the real data ------------------------------------------------------------------------
+
+def stack(dataset, rows, full: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(samples (N, ...), labels (N,)) of `rows` of a Dataset; images are shrunk to at most
+    64x64 unless `full` (Inception wants every pixel)."""
+    samples, labels = [], []
+    for index in rows:
+        sample, label = dataset[index]
+        samples.append(sample)
+        labels.append(label)
+    if not samples:
+        raise EvaluationError("the dataset is empty")
+    batch = torch.stack(samples)
+    if batch.ndim == 4 and not full:
+        batch = torch.cat([shrink(part) for part in batch.split(BATCH)])
+    return batch, torch.tensor(labels)
+
+
+class RealData:
+    """The held-out and train samples of a dataset, at a generator's size and channels."""
+
+    def __init__(self, dataset: str, image_size: int, nc: int, root: str | None, seed: int = 0):
+        from training.data import dataset_info, load_dataset
+
+        self.name = dataset
+        try:
+            self.info = dataset_info(dataset)
+            kind = {"image_size": image_size, "channels": nc, "root": root, "seed": seed}
+            if self.info.kind == "points":
+                kind = {"seed": seed}
+            if dataset == "folder":
+                every = load_dataset(dataset, split="all", **kind)
+                order = np.random.default_rng(seed).permutation(len(every)).tolist()
+                cut = max(1, int(len(order) * FOLDER_HELD_OUT))
+                self.split_note = f"a fixed {FOLDER_HELD_OUT:.0%} of the folder's images"
+                self.held_set, self.held_rows = every, order[:cut][:MAX_TRAIN_IMAGES]
+                self.train_set, self.train_rows = every, order[cut:][:MAX_TRAIN_IMAGES]
+            else:
+                self.held_set = load_dataset(dataset, split="test", **kind)
+                self.train_set = load_dataset(dataset, split="train",
+                                              num_samples=MAX_TRAIN_IMAGES, **kind)
+                self.split_note = ("an independent draw of the mixture" if self.info.kind == "points"
+                                   else "the test split, never trained on")
+                held_order = np.random.default_rng(seed).permutation(len(self.held_set))
+                self.held_rows = held_order[:MAX_TRAIN_IMAGES].tolist()
+                self.train_rows = list(range(len(self.train_set)))
+            self.held_out, self.held_out_labels = stack(self.held_set, self.held_rows)
+            self.train, self.train_labels = stack(self.train_set, self.train_rows)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            raise EvaluationError(f"dataset {dataset}: {exc}") from None
+        labelled = bool((self.train_labels >= 0).all()) and self.info.labelled
+        self.num_classes = int(getattr(self.train_set, "num_classes", 0)) if labelled else 0
+        self.points = self.info.kind == "points"
+
+
+
+
+def inception_network(path: str, device: str) -> nn.Module:
+    """The FID Inception v3 (pool3, 2048 features) from a local weights file only."""
+    if not os.path.isfile(path):
+        raise EvaluationError(f"no Inception weights file at {path}. {INCEPTION_HELP}")
+    from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+
+    if not _TORCH_FIDELITY_AVAILABLE:
+        raise EvaluationError("Inception FID/KID needs the torch-fidelity package: "
+                              "pip install torch-fidelity")
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    try:
+        network = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                                     feature_extractor_weights_path=path)
+    except Exception as exc:  # a wrong file fails inside torch.load or load_state_dict
+        raise EvaluationError(f"{path} is not the FID Inception weights file "
+                              f"({type(exc).__name__}). {INCEPTION_HELP}") from None
+    return network.to(device)
+
+
+@torch.no_grad()
+def inception_features(network: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """(N, 2048) float64 features of images in [-1, 1]; grey images are repeated to RGB."""
+    device = next(network.parameters()).device
+    features = []
+    for batch in images.split(50):
+        if batch.shape[1] == 1:
+            batch = batch.repeat(1, 3, 1, 1)
+        pixels = ((batch + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)  # what it expects
+        features.append(network(pixels.to(device)).double().cpu())
+    return torch.cat(features)
