@@ -79,6 +79,7 @@ def classifier_path(dataset: str, image_size: int, nc: int, root: str | None) ->
     return cache_dir() / f"{key}.pt"
 
 
+@torch.enable_grad()  # callers may hold no_grad (a training loop's evaluator does)
 def train_classifier(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor,
                      test_labels: torch.Tensor, num_classes: int, seed: int = 0):
     """(classifier in eval mode, test accuracy): Adam with a one-cycle schedule and random
