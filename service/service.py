@@ -1,0 +1,325 @@
+"""The BentoML service: `bentoml serve service.service:DCGAN`.
+
+Endpoints: POST /sample and POST /interpolate (generation, behind the optional bearer
+token), GET /model (card, providers, limits), GET / (a small web page), GET /docs
+(OpenAPI UI; the document is /docs.json), and BentoML's /livez, /readyz, /metrics.
+
+Environment: DCGAN_MODEL (a .onnx path or a model-store tag; default dcgan-mnist:latest,
+else the bundled file), DCGAN_DEVICE (auto|cpu|cuda), DCGAN_API_TOKEN, DCGAN_BATCHING
+(1|0), DCGAN_MAX_BATCH_SIZE (images per ONNX Runtime call), DCGAN_MAX_LATENCY_MS,
+DCGAN_BATCH_WAIT (queue|adaptive, see service.runtime), DCGAN_ORT_THREADS, and the
+limits in service.schemas.
+
+The model loads in a background thread, so /livez answers at once and /readyz turns
+200 only when the generator is loaded and warmed up; a model that cannot load leaves
+one ERROR line in the log and the server alive but not ready (no restart loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from models import latent as lat
+from service import imaging, metrics
+from service.runtime import (
+    Batcher,
+    Generator,
+    ModelLoadError,
+    Overloaded,
+    load_generator,
+    resolve_model,
+    warm_up,
+)
+from service.schemas import (
+    LIMITS,
+    InterpolateRequest,
+    InterpolateResponse,
+    RequestError,
+    RequestGuard,
+    SampleRequest,
+    SampleResponse,
+    check_label,
+    error_body,
+)
+
+logger = logging.getLogger("bentoml.dcgan")
+STATIC = Path(__file__).resolve().parent / "static"
+# Below this many output values, encoding in the event loop is cheaper than a thread hop.
+INLINE_VALUES = 16 * 1024
+
+
+def _flag(name: str, default: bool) -> bool:
+    return os.environ.get(name, "1" if default else "0").strip().lower() not in ("0", "false", "no", "off")
+
+
+@bentoml.service(traffic={"timeout": 60})
+class DCGAN:
+    def __init__(self) -> None:
+        self.model_spec = os.environ.get("DCGAN_MODEL") or None
+        self.device = os.environ.get("DCGAN_DEVICE", "auto")
+        self.batching = _flag("DCGAN_BATCHING", True)
+        self.max_batch_size = max(2, int(os.environ.get("DCGAN_MAX_BATCH_SIZE", 64)))
+        self.max_latency_ms = int(os.environ.get("DCGAN_MAX_LATENCY_MS", 20000))
+        self.batch_wait = os.environ.get("DCGAN_BATCH_WAIT", "queue")
+        self.generator: Generator | None = None
+        self.batcher: Batcher | None = None
+        self.load_error: str | None = None
+        metrics.set_ready(False)
+        threading.Thread(target=self._load, name="dcgan-load", daemon=True).start()
+
+    # --- life cycle ----------------------------------------------------------------
+    def _load(self) -> None:
+        service_name = type(self).__name__
+        try:
+            path, version = resolve_model(self.model_spec)
+            generator = load_generator(path, version, self.device)
+            warm_up(generator, sorted({1, self.max_batch_size}))
+            self.batcher = Batcher(
+                generator, enabled=self.batching, max_batch_size=self.max_batch_size,
+                max_latency_ms=self.max_latency_ms, wait=self.batch_wait,
+                on_call=lambda s, n, r: metrics.observe_inference(s, n, r, service_name),
+            )
+        except Exception as exc:  # whatever it is: one line, not a traceback loop
+            error = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
+            logger.error("cannot serve a generator: %s", error)
+            self.load_error = error
+            return
+        card = generator.card
+        metrics.set_model(card.name, generator.version, generator.provider)
+        self.generator = generator
+        metrics.set_ready(True)
+        logger.info(
+            "serving %s (version %s, step %d, %s) from %s with providers %s; batching %s",
+            card.name, generator.version, card.step, "x".join(map(str, card.output_shape)),
+            generator.path.name, ",".join(generator.providers),
+            f"on (up to {self.max_batch_size} images per call)" if self.batching else "off",
+        )
+
+    def __is_ready__(self) -> bool:
+        return self.generator is not None
+
+    @bentoml.on_shutdown
+    def _stop_batcher(self) -> None:
+        if self.batcher is not None:
+            self.batcher.shutdown()
+
+    def info(self) -> dict[str, Any]:
+        """What GET /model answers."""
+        g = self.generator
+        body: dict[str, Any] = {
+            "ready": g is not None, "error": self.load_error,
+            "auth_required": bool(os.environ.get("DCGAN_API_TOKEN")),
+            "batching": {"enabled": self.batching, "max_batch_size": self.max_batch_size,
+                         "max_latency_ms": self.max_latency_ms, "wait": self.batch_wait},
+            "limits": LIMITS.to_dict(),
+        }
+        if g is not None:
+            card = g.card
+            body.update(
+                name=card.name, version=g.version, file=g.path.name, providers=g.providers,
+                card=card.to_dict(),
+            )
+            body["limits"].update(
+                max_n=LIMITS.max_images(card.output_shape), nz=card.nz,
+                num_classes=card.num_classes,
+                label_range=[0, card.num_classes - 1] if card.num_classes else None,
+            )
+        return body
+
+    # --- endpoints -----------------------------------------------------------------
+    @bentoml.api(route="/sample", input_spec=SampleRequest)
+    async def sample(self, **params: Any) -> SampleResponse:
+        """Draw `n` images, seeds `seed` .. `seed + n - 1` (the same seed always gives the
+        same image, whatever `n`). Formats: json (base64 PNGs and seeds), png (one grid),
+        array (floats in [-1, 1])."""
+        req = SampleRequest.model_construct(**params)
+        return await self._serve("sample", self._sample, req)
+
+    @bentoml.api(route="/interpolate", input_spec=InterpolateRequest)
+    async def interpolate(self, **params: Any) -> InterpolateResponse:
+        """Walk from `start` to `end` (each a seed or a latent vector) in `steps` frames,
+        end points included: the first and last frames are the images /sample gives for
+        them. Formats: frames (base64 PNGs), png (one strip), gif, array."""
+        req = InterpolateRequest.model_construct(**params)
+        return await self._serve("interpolate", self._interpolate, req)
+
+    async def _serve(self, endpoint: str, handler, req) -> Response:
+        if self.generator is None:
+            metrics.count_rejected(endpoint, "not_ready")
+            reason = self.load_error or "the model is still loading"
+            return JSONResponse(error_body(f"not ready: {reason}"), status_code=503)
+        try:
+            response, count = await handler(self.generator, req)
+        except RequestError as exc:
+            metrics.count_rejected(endpoint, "invalid")
+            return JSONResponse(error_body(str(exc), exc.field), status_code=400)
+        except Overloaded as exc:
+            metrics.count_rejected(endpoint, "overloaded")
+            return JSONResponse(error_body(str(exc)), status_code=503, headers={"Retry-After": "1"})
+        metrics.count_images(endpoint, count)
+        return response
+
+    async def _sample(self, g: Generator, req: SampleRequest) -> tuple[Response, int]:
+        card = g.card
+        n = req.n
+        if n > (most := LIMITS.max_images(card.output_shape)):
+            raise RequestError("n", f"n must be an integer from 1 to {most} for this model, got {n}")
+        check_label(req.label, card.num_classes)
+        _check_format(card, req.format)
+        seed = req.seed if req.seed is not None else secrets.randbelow(lat.MAX_SEED - n + 2)
+        if seed + n - 1 > lat.MAX_SEED:
+            raise RequestError("seed", f"seed + n - 1 must not exceed {lat.MAX_SEED}")
+        seeds = list(range(seed, seed + n))
+        latents = await _run(lat.latents_from_seeds, seeds, card.nz, req.truncation,
+                             heavy=req.truncation is not None or n > 8)
+        labels = _labels(card.num_classes, seeds, req.label)
+        images = await self.batcher.generate(latents, labels)
+        headers = {"X-Seed": str(seed), "X-Count": str(n)}
+        if req.format == "array":
+            body = {"seed": seed, "seeds": seeds, **_labels_field(labels),
+                    "shape": list(images.shape), "images": images.tolist()}
+            return JSONResponse(body, headers=headers), n
+        heavy = images.size > INLINE_VALUES
+        if req.format == "png":
+            png = await _run(_grid_png, images, req.columns, heavy=heavy)
+            return Response(png, media_type="image/png", headers=headers), n
+        pngs = await _run(_pngs, images, heavy=heavy)
+        body = {"seed": seed, "seeds": seeds, **_labels_field(labels),
+                "shape": list(card.output_shape), "images": pngs, "model": _model_field(g)}
+        return JSONResponse(body, headers=headers), n
+
+    async def _interpolate(self, g: Generator, req: InterpolateRequest) -> tuple[Response, int]:
+        card = g.card
+        check_label(req.label, card.num_classes)
+        _check_format(card, req.format)
+        if req.steps > (most := LIMITS.max_images(card.output_shape)):
+            raise RequestError("steps", f"steps must be an integer from 2 to {most} for this model")
+        start = _endpoint_latent("start", req.start, card.nz, req.truncation)
+        end = _endpoint_latent("end", req.end, card.nz, req.truncation)
+        path = lat.interpolate(start, end, req.steps, req.method)
+        labels = None
+        if card.num_classes:
+            if req.label is None and not (_is_seed(req.start) and _is_seed(req.end)):
+                raise RequestError("label", "label is required for a class-conditional model "
+                                   f"when start or end is a latent vector (0 to {card.num_classes - 1})")
+            first, last = ((req.label, req.label) if req.label is not None
+                           else (req.start % card.num_classes, req.end % card.num_classes))
+            # Labels cannot be blended: each end point keeps its own class, switching
+            # halfway, so the first and last frames equal their /sample images.
+            t = np.linspace(0.0, 1.0, req.steps)
+            labels = np.where(t < 0.5, first, last).astype(np.int64)
+        images = await self.batcher.generate(path, labels)
+        n = req.steps
+        heavy = images.size > INLINE_VALUES
+        if req.format == "array":
+            body = {"steps": n, "method": req.method, **_labels_field(labels),
+                    "shape": list(images.shape), "latents": path.tolist(), "images": images.tolist()}
+            return JSONResponse(body), n
+        if req.format == "png":
+            png = await _run(_grid_png, images, n, heavy=heavy)
+            return Response(png, media_type="image/png"), n
+        if req.format == "gif":
+            gif = await _run(lambda x: imaging.encode_gif(imaging.to_uint8(x)), images, heavy=True)
+            return Response(gif, media_type="image/gif"), n
+        pngs = await _run(_pngs, images, heavy=heavy)
+        body = {"steps": n, "method": req.method, **_labels_field(labels),
+                "shape": list(card.output_shape), "frames": pngs, "model": _model_field(g)}
+        return JSONResponse(body), n
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+async def _run(fn, *args, heavy: bool):
+    """Call `fn` in a worker thread when it is heavy enough to stall the event loop."""
+    if not heavy:
+        return fn(*args)
+    import anyio
+
+    return await anyio.to_thread.run_sync(fn, *args)
+
+
+def _pngs(images: np.ndarray) -> list[str]:
+    return [imaging.b64(imaging.encode_png(p)) for p in imaging.to_uint8(images)]
+
+
+def _grid_png(images: np.ndarray, columns: int | None) -> bytes:
+    return imaging.encode_png(imaging.tile(imaging.to_uint8(images), columns))
+
+
+def _labels(num_classes: int, seeds: list[int], label: int | None) -> np.ndarray | None:
+    if not num_classes:
+        return None
+    if label is not None:
+        return np.full(len(seeds), label, np.int64)
+    return lat.labels_for_seeds(seeds, num_classes)
+
+
+def _labels_field(labels: np.ndarray | None) -> dict[str, Any]:
+    return {} if labels is None else {"labels": labels.tolist()}
+
+
+def _model_field(g: Generator) -> dict[str, Any]:
+    return {"name": g.card.name, "version": g.version, "step": g.card.step}
+
+
+def _check_format(card, fmt: str) -> None:
+    if not card.is_image and fmt != "array":
+        raise RequestError("format", f"format {fmt} needs an image model; this model makes "
+                           f"vectors of shape {list(card.output_shape)}: use format array")
+
+
+def _is_seed(value) -> bool:
+    return isinstance(value, int)
+
+
+def _endpoint_latent(field: str, value, nz: int, truncation: float | None) -> np.ndarray:
+    if _is_seed(value):
+        return lat.latent_from_seed(value, nz, truncation)
+    try:
+        vector = lat.as_latent(value, nz, field)
+    except ValueError as exc:
+        raise RequestError(field, str(exc)) from None
+    return vector if truncation is None else lat.truncate(vector, truncation)
+
+
+# --- web page, /model and /docs (GET routes beside BentoML's POST APIs) -----------------
+
+async def _page(_: Request) -> Response:
+    return FileResponse(STATIC / "index.html")
+
+
+async def _model(_: Request) -> Response:
+    return JSONResponse(bentoml.get_current_service().info())
+
+
+async def _docs(_: Request) -> Response:
+    # BentoML's own Swagger UI page, moved from / (which is ours) to /docs.
+    from _bentoml_impl import server
+
+    page = Path(server.__file__).parent / "main-openapi.html"
+    return FileResponse(page) if page.is_file() else RedirectResponse("/docs.json")
+
+
+DCGAN.mount_asgi_app(
+    Starlette(routes=[
+        Route("/", _page),
+        Route("/model", _model),
+        Route("/docs", _docs),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]),
+    path="/",
+)
+DCGAN.add_asgi_middleware(RequestGuard, on_reject=metrics.count_rejected)
