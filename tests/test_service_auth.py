@@ -1,0 +1,27 @@
+"""The optional bearer token (DCGAN_API_TOKEN): generation needs it, health, metrics,
+the model card and the page do not."""
+
+from __future__ import annotations
+
+from test_service_runtime import export_tiny, serving_app
+
+
+def test_without_a_token_configured_generation_is_open(monkeypatch, tmp_path):
+    path = export_tiny(tmp_path / "tiny.onnx")
+    monkeypatch.delenv("DCGAN_API_TOKEN", raising=False)
+    with serving_app(monkeypatch, path) as client:
+        assert client.post("/sample", json={"n": 1}).status_code == 200
+
+
+def test_a_configured_token_guards_generation_but_not_health(monkeypatch, tmp_path):
+    tiny_onnx = export_tiny(tmp_path / "tiny.onnx")
+    with serving_app(monkeypatch, tiny_onnx, DCGAN_API_TOKEN="s3cret") as client:
+        assert client.post("/sample", json={"n": 1}).status_code == 401
+        wrong = client.post("/sample", json={"n": 1}, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "bearer token" in wrong.json()["error"]
+        assert client.post("/interpolate", json={"start": 1, "end": 2}).status_code == 401
+        ok = client.post("/sample", json={"n": 1}, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        for path in ("/livez", "/readyz", "/model", "/"):
+            assert client.get(path).status_code == 200, path
+        assert client.get("/model").json()["auth_required"] is True

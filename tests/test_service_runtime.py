@@ -1,0 +1,206 @@
+"""Loading the generator: what an operator sees when the model is fine, missing, broken
+or mislabelled (the service stays up, not ready, with one clear log line), and that
+the service never imports torch.
+
+`export_tiny` and `serving_app` are shared with the other tests/test_service_*.py files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"nz": 8, "ngf": 8, "ndf": 8, "nc": 1, "image_size": 16, "num_classes": 10}
+
+
+def export_tiny(path: Path, name: str = "tiny", arch: str = "dcgan", **model) -> Path:
+    """A random-init generator (seeded), exported with its model card: the tiny DCGAN by
+    default, `arch="mlp"` for a 2-D toy generator."""
+    import torch
+
+    from models import build_models
+    from models.card import ModelCard
+    from training.export import export_onnx
+
+    torch.manual_seed(0)
+    config = {**TINY, **model} if arch == "dcgan" else {"nz": 2, "hidden": 16, "layers": 2, **model}
+    generator, _ = build_models(arch, config)
+    card = ModelCard(name=name, arch=arch, model=asdict(generator.config), step=42)
+    return export_onnx(generator.eval(), card, path)
+
+
+@functools.cache
+def _asgi_app():
+    """One ASGI app per process: BentoML registers its request metrics when it builds an
+    app, and a second app in the same process would register them twice."""
+    from service.service import DCGAN
+
+    return DCGAN.to_asgi()
+
+
+@contextlib.contextmanager
+def serving_app(monkeypatch, model: Path | str, wait_ready: bool = True, **env: str):
+    """The service as an in-process ASGI app (BentoML's `to_asgi`) behind a test client."""
+    from starlette.testclient import TestClient
+
+    monkeypatch.setenv("DCGAN_MODEL", str(model))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    # Each lifespan of the app makes a new service instance, which reads the environment.
+    with TestClient(_asgi_app()) as client:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            info = client.get("/model").json()
+            if info["ready"] or info["error"] or not wait_ready:
+                break
+            time.sleep(0.05)
+        yield client
+
+
+def _wait_loaded(client, timeout: float = 30) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        info = client.get("/model").json()
+        if info["ready"] or info["error"]:
+            return info
+        time.sleep(0.05)
+    raise AssertionError("the model neither loaded nor failed")
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory) -> Path:
+    return export_tiny(tmp_path_factory.mktemp("models") / "tiny.onnx")
+
+
+def test_a_good_model_loads_and_reports_its_card(monkeypatch, tiny_onnx):
+    with serving_app(monkeypatch, tiny_onnx) as client:
+        assert client.get("/readyz").status_code == 200
+        info = client.get("/model").json()
+    assert info["ready"] and info["error"] is None
+    assert info["name"] == "tiny" and info["card"]["step"] == 42
+    assert info["providers"][0] == "CPUExecutionProvider"
+    assert info["limits"]["nz"] == 8 and info["limits"]["label_range"] == [0, 9]
+
+
+def _broken(client, caplog) -> tuple[dict, list[logging.LogRecord]]:
+    info = _wait_loaded(client)
+    assert client.get("/livez").status_code == 200, "alive: no restart loop"
+    assert client.get("/readyz").status_code == 503
+    response = client.post("/sample", json={"n": 1})
+    assert response.status_code == 503
+    assert info["error"] in response.json()["error"]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    return info, errors
+
+
+def _one_clean_line(errors: list[logging.LogRecord]) -> str:
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert errors[0].exc_info is None, "a sentence, not a traceback"
+    return errors[0].getMessage()
+
+
+def test_a_missing_file_leaves_the_server_alive_but_not_ready(monkeypatch, tmp_path, caplog):
+    missing = tmp_path / "nowhere.onnx"
+    with serving_app(monkeypatch, missing) as client:
+        info, errors = _broken(client, caplog)
+    assert "no such file" in info["error"] and "nowhere.onnx" in info["error"]
+    assert "nowhere.onnx" in _one_clean_line(errors)
+
+
+def test_a_corrupt_file_is_reported_in_one_line(monkeypatch, tmp_path, caplog):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"this is not a protobuf" * 10)
+    with serving_app(monkeypatch, corrupt) as client:
+        info, errors = _broken(client, caplog)
+    assert "ONNX Runtime cannot open it" in info["error"]
+    _one_clean_line(errors)
+
+
+def test_a_file_without_model_card_is_refused(monkeypatch, tmp_path, tiny_onnx, caplog):
+    import onnx
+
+    model = onnx.load(str(tiny_onnx))
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, str(bare))
+    with serving_app(monkeypatch, bare) as client:
+        info, errors = _broken(client, caplog)
+    assert "no model card" in info["error"]
+    _one_clean_line(errors)
+
+
+def test_a_card_that_lies_about_the_graph_is_refused(monkeypatch, tmp_path, tiny_onnx, caplog):
+    import json
+
+    import onnx
+
+    from models.card import CARD_KEY
+
+    model = onnx.load(str(tiny_onnx))
+    for prop in model.metadata_props:
+        if prop.key == CARD_KEY:
+            card = json.loads(prop.value)
+            card["model"]["nz"] = 16
+            prop.value = json.dumps(card)
+    liar = tmp_path / "liar.onnx"
+    onnx.save(model, str(liar))
+    with serving_app(monkeypatch, liar) as client:
+        info, errors = _broken(client, caplog)
+    assert "does not match its model card" in info["error"] and "nz=16" in info["error"]
+    _one_clean_line(errors)
+
+
+def test_an_unknown_store_tag_is_reported(monkeypatch, caplog):
+    with serving_app(monkeypatch, "dcgan-no-such-model:v1") as client:
+        info, _ = _broken(client, caplog)
+    assert "dcgan-no-such-model:v1" in info["error"] and "model store" in info["error"]
+
+
+def test_a_bad_setting_is_reported_not_raised(monkeypatch, tiny_onnx, caplog):
+    with serving_app(monkeypatch, tiny_onnx, DCGAN_BATCH_WAIT="sometimes") as client:
+        info, errors = _broken(client, caplog)
+    assert "DCGAN_BATCH_WAIT" in info["error"]
+    _one_clean_line(errors)
+
+
+def test_importing_the_service_does_not_import_torch():
+    code = ("import sys, service.service; "
+            "bad = [m for m in ('torch', 'torchvision', 'training') if m in sys.modules]; "
+            "assert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+# --- which generators can be served -------------------------------------------------
+
+def test_an_unconditional_model_has_no_labels(monkeypatch, tmp_path):
+    path = export_tiny(tmp_path / "unconditional.onnx", num_classes=0)
+    with serving_app(monkeypatch, path) as client:
+        body = client.post("/sample", json={"n": 2, "seed": 1}).json()
+        assert "labels" not in body and len(body["images"]) == 2
+        refused = client.post("/sample", json={"n": 1, "label": 3})
+        assert refused.status_code == 400 and "not class-conditional" in refused.json()["error"]
+        walk = client.post("/interpolate", json={"start": [0.5] * 8, "end": 3, "steps": 4}).json()
+        assert len(walk["frames"]) == 4 and "labels" not in walk
+
+
+def test_a_toy_model_of_2d_points_serves_arrays_only(monkeypatch, tmp_path):
+    path = export_tiny(tmp_path / "ring.onnx", arch="mlp")
+    with serving_app(monkeypatch, path) as client:
+        points = client.post("/sample", json={"n": 5, "seed": 0, "format": "array"}).json()
+        assert points["shape"] == [5, 2] and len(points["images"]) == 5
+        refused = client.post("/sample", json={"n": 5, "seed": 0})
+        assert refused.status_code == 400
+        assert "format json needs an image model" in refused.json()["error"]
+        walk = client.post("/interpolate", json={"start": 0, "end": 1, "steps": 3, "format": "array"})
+        assert walk.json()["shape"] == [3, 2]
