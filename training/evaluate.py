@@ -126,11 +126,14 @@ def onnx_source(path: str, device: str = "cpu") -> Source:
 
 def open_source(source, device: str = "cpu") -> Source:
     """A Source from an ONNX file, a checkpoint file or run directory, a
-    (generator, card) pair, or a Source."""
+    (generator, card) pair, an object with `card` and `generate(latents, labels)`, or a
+    Source."""
     if isinstance(source, Source):
         return source
     if isinstance(source, tuple):
         return module_source(*source)
+    if hasattr(source, "generate") and hasattr(source, "card"):  # training.sources' classes
+        return Source(source.card, source.generate, f"{source.card.name} (step {source.card.step})")
     path = str(source)
     if not os.path.exists(path):
         raise EvaluationError(f"no checkpoint, run directory or ONNX file at {path}")
