@@ -174,17 +174,17 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed + rank)
+    # --- data and models ------------------------------------------------------
+    # the data first: a missing dataset must not leave an empty run directory behind
+    dataset = load_dataset(config.dataset, image_size=config.image_size, channels=config.channels,
+                           root=config.data_root, download=config.download, split="train",
+                           seed=config.seed)
     run_dir = Path(config.run_dir)
     is_main = rank == 0
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / "config.json",
                      lambda f: f.write(json.dumps(config.to_dict(), indent=2).encode()))
-
-    # --- data and models ------------------------------------------------------
-    dataset = load_dataset(config.dataset, image_size=config.image_size, channels=config.channels,
-                           root=config.data_root, download=config.download, split="train",
-                           seed=config.seed)
     card = make_card(config, step=0)
     generator, discriminator = build_models(config.arch, card.model)
     generator.to(device)
@@ -226,9 +226,12 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
 
     batches = EpochBatches(len(dataset), config.batch_size, config.seed,
                            skip=step * config.d_steps, rank=rank, world=world)
+    # The loader's own generator: by default starting its iterator draws from the global
+    # stream, just after a resume restored it, and the resumed run would drift.
     loader = iter(torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=config.num_workers,
-        pin_memory=device.type == "cuda", persistent_workers=config.num_workers > 0))
+        pin_memory=device.type == "cuda", persistent_workers=config.num_workers > 0,
+        generator=torch.Generator().manual_seed(config.seed + rank)))
     conditional = card.num_classes > 0
     fixed = torch.Generator().manual_seed(config.seed + 12345)
     fixed_latents = torch.randn(NUM_FIXED_SAMPLES, config.nz, generator=fixed).to(device)
@@ -361,8 +364,8 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                 record = {
                     "step": step, "d_loss": float(d_loss), "g_loss": float(g_loss),
                     # mean D(x), D(G(z)): probabilities for the BCE losses, critic values otherwise
-                    "d_real": float(torch.sigmoid(real_logits.float()).mean() if bce else real_logits.float().mean()),
-                    "d_fake": float(torch.sigmoid(fake_logits.float()).mean() if bce else fake_logits.float().mean()),
+                    "d_real": float(torch.sigmoid(real_logits.detach().float()).mean() if bce else real_logits.detach().float().mean()),
+                    "d_fake": float(torch.sigmoid(fake_logits.detach().float()).mean() if bce else fake_logits.detach().float().mean()),
                     "grad_norm_g": _grad_norm(generator), "grad_norm_d": _grad_norm(discriminator),
                     "steps_per_s": rate, "images_per_s": rate * config.batch_size * world,
                     "elapsed_s": now - started,

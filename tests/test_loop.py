@@ -1,0 +1,267 @@
+"""The training loop as a user sees it: exact resumes, the run directory, every loss,
+the toy MLP, conditioning, failure warnings and a two-process run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import training.loop as loop
+from models.card import ModelCard
+from training.checkpoint import load_checkpoint, load_generator
+from training.config import LOSSES
+from training.loop import TrainingError, train
+
+REPO = Path(__file__).resolve().parents[1]
+N = 6  # steps before the simulated stop; the whole run is 2N
+METRICS = {"step", "d_loss", "g_loss", "d_real", "d_fake", "grad_norm_g", "grad_norm_d",
+           "steps_per_s", "images_per_s", "elapsed_s", "warnings"}
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_identical(a, b, where: str = "state") -> None:
+    """Bit-identical nested state (dicts, lists, tensors, numbers)."""
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_identical(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_identical(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+# --- resuming is exact --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory, make_tiny_config) -> Path:
+    """2N steps in one go: the reference for the resume test and the run-dir tests."""
+    config = make_tiny_config(tmp_path_factory.mktemp("whole") / "run", steps=2 * N, log_every=3)
+    return train(config, progress=False)
+
+
+@pytest.mark.parametrize("variant", [{}, {"d_steps": 2, "loss": "wgan-gp", "conditional": True}],
+                         ids=["default", "d_steps2-wgan_gp-conditional"])
+def test_stop_and_resume_is_bit_identical_to_one_run(variant, whole_run, tmp_path, make_tiny_config):
+    if variant:
+        reference = train(make_tiny_config(tmp_path / "whole", steps=2 * N, log_every=3, **variant),
+                          progress=False)
+    else:
+        reference = whole_run
+    stopped = tmp_path / "stopped"
+    train(make_tiny_config(stopped, steps=N, log_every=3, **variant), progress=False)
+    assert load_checkpoint(stopped)["step"] == N
+    train(make_tiny_config(stopped, steps=2 * N, log_every=3, **variant), resume=stopped,
+          progress=False)
+
+    expected, got = load_checkpoint(reference), load_checkpoint(stopped)
+    assert got["step"] == expected["step"] == 2 * N
+    for key in ("generator", "discriminator", "ema", "opt_g", "opt_d", "rng"):
+        assert_identical(expected[key], got[key], key)
+    assert got["ema"] is not None and got["opt_g"]["state"]  # there was something to compare
+    # the logged losses after the resume are those of the uninterrupted run
+    assert [r["step"] for r in records(stopped)] == [3, 6, 9, 12]
+    for whole, resumed in zip(records(reference), records(stopped)):
+        assert (whole["d_loss"], whole["g_loss"]) == (resumed["d_loss"], resumed["g_loss"])
+
+
+# --- the run directory -----------------------------------------------------------------
+
+
+def test_run_directory_holds_config_checkpoint_metrics_and_samples(whole_run):
+    config = json.loads((whole_run / "config.json").read_text())
+    # resolved: the fields left to the dataset and the hardware are filled in
+    assert config["arch"] == "dcgan" and config["d_norm"] == "batch" and config["channels"] == 1
+    assert config["device"] == "cpu" and config["amp"] is False and config["name"] == "mnist5k"
+    assert config["steps"] == 12 and config["nz"] == 16
+
+    state = load_checkpoint(whole_run / "checkpoint.pt")
+    assert state["config"] == config and state["step"] == 12
+    card = ModelCard.from_dict(state["card"])
+    assert card.step == 12 and card.output_shape == (1, 16, 16) and card.weights == "ema"
+    assert card.model == {"nz": 16, "ngf": 8, "ndf": 8, "nc": 1, "image_size": 16,
+                          "num_classes": 0, "pack": 1, "d_norm": "batch"}
+    assert card.dataset["name"] == "mnist5k" and "[-1, 1]" in card.dataset["normalisation"]
+    assert sorted(p.name for p in whole_run.glob("*.pt")) == ["checkpoint.pt"]
+    assert not list(whole_run.glob(".*.tmp"))
+
+    logged = records(whole_run)
+    assert [r["step"] for r in logged] == [3, 6, 9, 12]
+    for record in logged:
+        assert METRICS <= record.keys()
+        assert all(math.isfinite(record[k]) for k in METRICS - {"warnings", "step"})
+        assert 0 < record["d_real"] < 1 and 0 < record["d_fake"] < 1  # probabilities for BCE
+        assert record["grad_norm_g"] > 0 and record["grad_norm_d"] > 0
+    assert "sample_spread" in logged[-1]  # samples were made at the last step
+
+    samples = sorted((whole_run / "samples").glob("*.png"))
+    assert [p.name for p in samples] == ["step_000012.png"]
+    with Image.open(samples[0]) as grid:
+        assert grid.format == "PNG"
+        assert grid.size == (8 * (16 + 2) + 2,) * 2  # 64 fixed samples, 8 per row
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_loss_trains_with_finite_losses(loss, tmp_path, make_tiny_config):
+    run_dir = train(make_tiny_config(tmp_path, loss=loss, steps=3, log_every=1), progress=False)
+    logged = records(run_dir)
+    assert [r["step"] for r in logged] == [1, 2, 3]
+    assert all(math.isfinite(r["d_loss"]) and math.isfinite(r["g_loss"]) for r in logged)
+    config = json.loads((run_dir / "config.json").read_text())
+    discriminator = load_checkpoint(run_dir)["discriminator"]
+    has_batch_norm = any(name.endswith("running_mean") for name in discriminator)
+    # batch norm couples the samples of a batch, which breaks the per-sample penalty
+    assert config["d_norm"] == ("layer" if loss == "wgan-gp" else "batch")
+    assert has_batch_norm == (loss != "wgan-gp")
+    if loss == "wgan":  # the critic stays clipped after every step
+        assert max(float(v.abs().max()) for k, v in discriminator.items()
+                   if "running" not in k and "num_batches" not in k) <= 0.01
+
+
+class CountingDataset(torch.utils.data.Dataset):
+    def __init__(self, dataset):
+        self.dataset, self.fetched = dataset, []
+        self.num_classes = getattr(dataset, "num_classes", 0)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        self.fetched.append(index)
+        return self.dataset[index]
+
+
+def test_each_discriminator_step_takes_its_own_batch(tmp_path, make_tiny_config, monkeypatch):
+    original, counted = loop.load_dataset, []
+
+    def counting_load(*args, **kwargs):
+        counted.append(CountingDataset(original(*args, **kwargs)))
+        return counted[-1]
+
+    monkeypatch.setattr(loop, "load_dataset", counting_load)
+    train(make_tiny_config(tmp_path, dataset="fake", steps=3, d_steps=2, log_every=3), progress=False)
+    fetched = counted[0].fetched
+    assert len(fetched) == 3 * 2 * 8  # steps x d_steps x batch
+    assert len(set(fetched)) == len(fetched)  # fresh samples, not the same batch twice
+
+
+def test_mlp_trains_on_the_ring(tmp_path, make_tiny_config):
+    config = dict(dataset="ring", nz=None, mlp_hidden=32, batch_size=32, log_every=10)
+    first = train(make_tiny_config(tmp_path / "one", steps=1, **config), progress=False)
+    run_dir = train(make_tiny_config(tmp_path / "thirty", steps=30, **config), progress=False)
+    resolved = json.loads((run_dir / "config.json").read_text())
+    assert resolved["arch"] == "mlp" and resolved["nz"] == 2
+    assert not (run_dir / "samples").exists()  # points, not images
+    generator, card = load_generator(run_dir, weights="raw")
+    assert card.arch == "mlp" and card.output_shape == (2,) and not card.is_image
+    with torch.no_grad():
+        points = generator(torch.randn(100, 2))
+    assert points.shape == (100, 2) and torch.isfinite(points).all()
+    start, _ = load_generator(first, weights="raw")  # same seed: the same initial weights
+    moved = [not torch.equal(a, b) for a, b in zip(start.parameters(), generator.parameters())]
+    assert all(moved)
+    assert all(math.isfinite(r["d_loss"]) for r in records(run_dir))
+
+
+def test_conditional_training_makes_a_class_conditional_generator(conditional_run):
+    generator, card = load_generator(conditional_run)
+    assert card.num_classes == 10 and card.dataset["num_classes"] == 10
+    latents = torch.randn(1, card.nz).repeat(10, 1)
+    with torch.no_grad():
+        images = generator(latents, torch.arange(10))
+    assert images.shape == (10, 1, 16, 16)
+    assert len({tuple(image.flatten().tolist()) for image in images}) == 10
+    assert any(k.startswith("label_projection") for k in load_checkpoint(conditional_run)["discriminator"])
+
+
+def test_options_that_do_not_fit_the_dataset(tmp_path, make_tiny_config):
+    with pytest.raises(TrainingError, match="--conditional needs a labelled dataset; folder has no labels"):
+        train(make_tiny_config(tmp_path, dataset="folder", conditional=True), progress=False)
+    with pytest.raises(TrainingError, match="ring holds 2-D points: use --arch mlp"):
+        train(make_tiny_config(tmp_path, dataset="ring", arch="dcgan"), progress=False)
+    with pytest.raises(ValueError, match="image-size must be a power of two"):
+        train(make_tiny_config(tmp_path, image_size=48), progress=False)
+    with pytest.raises(TrainingError, match="fewer than one batch of 8000"):
+        train(make_tiny_config(tmp_path, batch_size=8000), progress=False)
+
+
+# --- failure warnings ---------------------------------------------------------------------
+
+
+def test_a_collapsed_generator_is_reported(tmp_path, make_tiny_config, monkeypatch, caplog):
+    """Force a generator whose output is constant: its last layer is zero and frozen."""
+    build = loop.build_models
+
+    def collapsed_models(arch, model):
+        generator, discriminator = build(arch, model)
+        last = generator.main[-2]  # the ConvTranspose2d before tanh
+        torch.nn.init.zeros_(last.weight)
+        last.weight.requires_grad_(False)
+        return generator, discriminator
+
+    monkeypatch.setattr(loop, "build_models", collapsed_models)
+    with caplog.at_level("WARNING", logger="dcgan.train"):
+        run_dir = train(make_tiny_config(tmp_path, steps=2, log_every=2), progress=False)
+    last = records(run_dir)[-1]
+    assert last["sample_spread"] == 0.0
+    assert any(w.startswith("mode collapse") for w in last["warnings"])
+    assert "step 2: mode collapse" in caplog.text
+
+
+def test_failure_warnings_from_a_record():
+    fine = {"d_loss": 1.2, "grad_norm_g": 0.5, "grad_norm_d": 2.0}
+    torch.manual_seed(0)
+    diverse = torch.rand(64, 1, 16, 16) * 2 - 1
+    record = dict(fine)
+    assert loop._failure_warnings(record, diverse, "nonsaturating") == []
+    assert record["sample_spread"] > 0.5
+    same = diverse[:1].repeat(64, 1, 1, 1)
+    assert [w[:13] for w in loop._failure_warnings(dict(fine), same, "hinge")] == ["mode collapse"]
+
+    winning = {**fine, "d_loss": 0.001}
+    assert "D wins outright" in loop._failure_warnings(winning, None, "minimax")[0]
+    assert loop._failure_warnings(winning, None, "wgan") == []  # critic losses may be anything
+    exploding = {**fine, "grad_norm_g": float("inf"), "grad_norm_d": 5e3}
+    warnings = loop._failure_warnings(exploding, None, "hinge")
+    assert warnings == ["G gradient norm exploding (inf)", "D gradient norm exploding (5e+03)"]
+
+
+# --- several processes ----------------------------------------------------------------------
+
+
+def test_two_process_torchrun_with_gloo_writes_one_checkpoint(tmp_path):
+    run_dir = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
+           "PYTHONPATH": str(REPO)}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "training.cli", "train", "--dataset", "fake", "--image-size", "16", "--nz", "8",
+        "--ngf", "4", "--ndf", "4", "--batch-size", "4", "--steps", "4", "--log-every", "2",
+        "--device", "cpu", "--threads", "1", "--no-progress", "--run-dir", str(run_dir),
+    ]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in run_dir.glob("*.pt")) == ["checkpoint.pt"]
+    assert [r["step"] for r in records(run_dir)] == [2, 4]  # rank 0 alone writes
+    state = load_checkpoint(run_dir)
+    assert state["step"] == 4
+    logged = records(run_dir)[-1]
+    assert logged["images_per_s"] == pytest.approx(logged["steps_per_s"] * 4 * 2)  # both ranks
