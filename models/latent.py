@@ -34,15 +34,16 @@ def parse_seeds(text: str, max_count: int | None = None) -> list[int]:
                 first, last = int(lo), int(hi)
                 if last < first:
                     raise ValueError
-                seeds.extend(range(first, last + 1))
             else:
-                seeds.append(int(part))
+                first = last = int(part)
         except ValueError:
             raise ValueError(
                 f"seeds must look like '0-15' or '1,5,9' (non-negative integers), got {text!r}"
             ) from None
-        if max_count is not None and len(seeds) > max_count:
+        # counted before listing: "0-9999999999" must not be expanded to find it too long
+        if max_count is not None and len(seeds) + last - first + 1 > max_count:
             raise ValueError(f"seeds: at most {max_count} seeds, got more in {text!r}")
+        seeds.extend(range(first, last + 1))
     if not seeds:
         raise ValueError(f"seeds: no seed in {text!r}")
     for seed in seeds:
