@@ -83,6 +83,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Unsupported operand" in str(exc):  # an unknown opcode: damaged bytes, not code
+            raise CheckpointError(f"{path} is corrupt or not a checkpoint (damaged data)") from None
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         what = f"it would import {found.group(1)}" if found else "it holds more than plain weights"
         raise CheckpointError(f"{path} was refused: {what}, and checkpoints are loaded without running code") from None
