@@ -28,11 +28,10 @@ def build_models(arch: str, model: dict[str, Any]):
     """(generator, discriminator) for a card's architecture, freshly initialised."""
     config = model_config(arch, model)
     if arch == "dcgan":
-        from models.dcgan import Discriminator, Generator, weights_init
+        from models.dcgan import Discriminator, Generator, init_weights
 
         generator, discriminator = Generator(config), Discriminator(config)
-        generator.apply(weights_init)
-        discriminator.apply(weights_init)
+        init_weights(generator, discriminator)
         return generator, discriminator
     from models.mlp import MLPDiscriminator, MLPGenerator
 

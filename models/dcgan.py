@@ -78,6 +78,17 @@ def weights_init(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
 
 
+def init_weights(generator: nn.Module, discriminator: nn.Module) -> None:
+    """DCGAN init for both networks. The generator's label embedding is then drawn like
+    the latent it joins, N(0, 1): at 0.02 the label would barely move the first layer
+    and conditioning would be learnt slowly. The discriminator's projection stays small
+    so early logits are not dominated by it."""
+    generator.apply(weights_init)
+    discriminator.apply(weights_init)
+    if getattr(generator, "label_embedding", None) is not None:
+        nn.init.normal_(generator.label_embedding.weight, 0.0, 1.0)
+
+
 class Generator(nn.Module):
     def __init__(self, config: DCGANConfig):
         super().__init__()
