@@ -18,6 +18,7 @@ ONNX Runtime calls and small requests are packed around it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -79,10 +80,18 @@ def resolve_model(spec: str | None) -> tuple[Path, str]:
 
 
 def cpu_threads() -> int:
-    """ONNX Runtime intra-op threads: DCGAN_ORT_THREADS, else the CPUs we may run on."""
+    """ONNX Runtime intra-op threads: DCGAN_ORT_THREADS, else the CPUs we may run on,
+    capped by a cgroup CPU quota (a pod limited to 2 CPUs on a 64-core node gets 2)."""
     if value := os.environ.get("DCGAN_ORT_THREADS"):
         return max(1, int(value))
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:  # cgroup v2: "<quota> <period>" or "max <period>"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
 
 
 def gpu_count() -> int:

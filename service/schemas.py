@@ -222,10 +222,11 @@ class RequestGuard:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope, receive, send) -> None:
-        model = GUARDED.get(scope.get("path", "")) if scope["type"] == "http" else None
+        path = scope.get("path", "").rstrip("/")  # "/sample/" is redirected to "/sample"
+        model = GUARDED.get(path) if scope["type"] == "http" else None
         if model is None or scope.get("method") != "POST":
             return await self.app(scope, receive, send)
-        endpoint = scope["path"].strip("/")
+        endpoint = path.strip("/")
         headers = dict(scope.get("headers") or [])
 
         async def refuse(status: int, reason: str, message: str, body=None) -> None:

@@ -55,6 +55,12 @@ def test_the_same_request_gives_the_same_bytes_and_a_seed_the_same_image_whateve
     assert alone["images"][0] == first.json()["images"][2]
 
 
+def test_a_request_bigger_than_a_batch_is_split_and_reassembled(client):
+    big = client.post("/sample", json={"n": 100, "seed": 0}).json()["images"]  # batches of 64
+    tail = client.post("/sample", json={"n": 36, "seed": 64}).json()["images"]
+    assert len(big) == 100 and big[64:] == tail
+
+
 def test_without_a_seed_a_random_one_is_returned_and_replays(client):
     drawn = client.post("/sample", json={"n": 2}).json()
     replay = client.post("/sample", json={"n": 2, "seed": drawn["seed"]}).json()
