@@ -17,6 +17,15 @@ def tiny_config(run_dir: Path | str, **overrides):
     return TrainConfig(**{**options, **overrides})
 
 
+@pytest.fixture(scope="session", autouse=True)
+def classifier_cache(tmp_path_factory):
+    """Feature classifiers trained by tests go to a temporary cache, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("classifiers")
+        patch.setenv("DCGAN_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture(scope="session")
 def make_tiny_config():
     """The `tiny_config(run_dir, **overrides)` factory, for tests that train."""

@@ -56,7 +56,7 @@ def trained(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def exported(trained) -> Path:
     path = trained / "generator.onnx"
-    result = ok("export", trained, "--out", path)
+    result = ok("export", trained, "--out", path, "--no-evaluate")
     assert "wrote" in result.stdout and "ema weights, step 60" in result.stdout
     return path
 
@@ -102,8 +102,22 @@ def test_export_writes_a_checked_onnx_file_with_its_card(exported, trained):
     assert card.step == 60 and card.weights == "ema" and card.name == "mnist5k"
     assert card.quality["onnx_max_abs_error"] <= 1e-4
     renamed = trained / "renamed.onnx"
-    ok("export", trained, "--out", renamed, "--weights", "raw", "--name", "digits-16")
+    ok("export", trained, "--out", renamed, "--weights", "raw", "--name", "digits-16", "--no-evaluate")
     assert read_card(renamed).name == "digits-16" and read_card(renamed).weights == "raw"
+
+
+def test_export_measures_quality_into_the_card(tmp_path):
+    """Export evaluates first (scikit-learn's digits: its classifier trains in seconds)."""
+    run_dir = tmp_path / "digits"
+    ok("train", "--dataset", "digits", "--image-size", "16", "--nz", "8", "--ngf", "8", "--ndf", "8",
+       "--batch-size", "8", "--steps", "4", "--device", "cpu", "--threads", "1", "--no-progress",
+       "--run-dir", run_dir)
+    result = ok("export", run_dir, "--out", tmp_path / "digits.onnx")
+    assert "quality: FD ratio" in result.stdout
+    quality = read_card(tmp_path / "digits.onnx").quality
+    assert quality["fd"] > 0 and quality["fd_floor"] > 0
+    assert quality["fd_ratio"] == pytest.approx(quality["fd"] / quality["fd_floor"])
+    assert 0 <= quality["classes_covered"] <= 10 and quality["onnx_max_abs_error"] <= 1e-4
 
 
 def test_sample_is_reproducible_from_checkpoint_and_onnx(trained, exported, tmp_path):

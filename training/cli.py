@@ -18,6 +18,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from training.evaluate_cli import evaluate_command
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Train DCGAN generators, export them to ONNX, and look at what they make.",
@@ -141,6 +143,7 @@ def export(
     fp16: bool = typer.Option(False, "--fp16", help="Float16 weights and arithmetic, for GPUs."),
     name: str | None = typer.Option(None, help="Model name in the card and store [the card's]."),
     register: bool = typer.Option(False, "--register", help="Also add it to the BentoML model store as dcgan-<name>."),
+    quality: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Measure quality (dcgan evaluate) into the card first."),
 ) -> None:
     """Export a generator to ONNX with its model card, after a parity check."""
     from training.checkpoint import load_generator
@@ -151,6 +154,19 @@ def export(
     generator, card = load_generator(source, weights=weights)
     if name:
         card.name = name
+    if quality:
+        from training.evaluate import evaluate
+
+        try:
+            figures = evaluate((generator, card))
+        except (ValueError, FileNotFoundError) as exc:
+            err.print(f"warning: no fresh quality figures ({exc}); the card keeps its earlier ones",
+                      highlight=False)
+        else:
+            card.quality = {k: v for k, v in figures.items() if k not in ("source", "metrics", "seconds")}
+            out.print(f"quality: FD ratio {figures.get('fd_ratio') or float('nan'):.2f}, "
+                      f"classes covered {figures.get('classes_covered', '-')}, "
+                      f"class KL {figures.get('class_kl', float('nan')):.3f}", highlight=False)
     path = export_onnx(generator, card, out_path, fp16=fp16)
     out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {card.weights} weights, step {card.step}); "
               f"max |onnxruntime - torch| = {card.quality['onnx_max_abs_error']:.2e}")
@@ -246,7 +262,7 @@ def interpolate(
     out.print(f"wrote {out_path} ({steps} frames, {method})")
 
 
-# --- evaluate (training/evaluate.py) ---
+app.command("evaluate")(clean_errors(evaluate_command))
 
 
 def main() -> None:  # pragma: no cover - the console script calls `app`

@@ -140,6 +140,33 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         ema_buffer.copy_(buffer)
 
 
+@torch.no_grad()
+def _standing_stats(ema: torch.nn.Module, nz: int, num_classes: int, batch_size: int,
+                    device: torch.device, batches: int = 16) -> None:
+    """Recompute the EMA generator's batch-norm statistics for its own weights.
+
+    The running statistics copied from the raw generator belong to other weights;
+    with them the averaged generator is worse than the raw one. A cumulative average
+    over fixed latents ("standing statistics") fits them; its own RNG keeps the
+    training stream, and so resumes, untouched."""
+    norms = [m for m in ema.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    stream = torch.Generator().manual_seed(0)
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the batches below
+    ema.train()
+    for _ in range(batches):
+        latents = torch.randn(batch_size, nz, generator=stream).to(device)
+        labels = (torch.arange(batch_size) % num_classes).to(device) if num_classes else None
+        ema(latents, labels)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    ema.eval()
+
+
 def _failure_warnings(record: dict, fixed_images: torch.Tensor | None, loss: str) -> list[str]:
     """Known GAN failures, from the numbers just logged."""
     found = []
@@ -271,9 +298,19 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                     "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
         }
 
+    ema_stats_step = -1
+
+    def refresh_ema() -> None:
+        """Standing statistics for the EMA generator, once per step it is used at."""
+        nonlocal ema_stats_step
+        if ema is not None and ema_stats_step != step:
+            _standing_stats(ema, config.nz, card.num_classes, config.batch_size, device)
+            ema_stats_step = step
+
     def save_samples() -> torch.Tensor:
         from torchvision.utils import save_image
 
+        refresh_ema()
         sampler = ema if ema is not None else generator
         was_training = sampler.training
         sampler.eval()
@@ -376,6 +413,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                     log.warning("step %d: %s", step, warning)
                 if evaluator is not None and config.eval_every and (
                         step % config.eval_every == 0 or step == config.steps):
+                    refresh_ema()
                     figures = evaluator(ema if ema is not None else generator)
                     generator.train()
                     record["eval"] = figures
@@ -398,6 +436,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                                status=f"D {record['d_loss']:.3f}  G {record['g_loss']:.3f}")
             if step % config.checkpoint_every == 0 or step == config.steps:
                 card.step = step
+                refresh_ema()
                 save_checkpoint(run_dir / LATEST, checkpoint_state())
     finally:
         if bar is not None:
