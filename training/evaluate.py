@@ -101,50 +101,22 @@ def module_source(generator: nn.Module, card: ModelCard) -> Source:
     return Source(card, run, f"{card.name} (step {card.step})")
 
 
-def onnx_source(path: str, device: str = "cpu") -> Source:
-    import onnxruntime as ort
-
-    providers = ["CPUExecutionProvider"]
-    if device.startswith("cuda"):
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        session = ort.InferenceSession(path, providers=providers)
-        card = ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map, source=path)
-    except ValueError:
-        raise
-    except Exception as exc:  # onnxruntime raises its own classes for broken files
-        raise EvaluationError(f"{path} is not a readable ONNX file ({str(exc).splitlines()[0][:160]})") from None
-
-    def run(latents: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
-        feeds = {"latents": latents}
-        if labels is not None:
-            feeds["labels"] = labels
-        return session.run(["images"], feeds)[0]
-
-    return Source(card, run, f"{os.path.basename(path)}: {card.name} (step {card.step})")
-
-
 def open_source(source, device: str = "cpu") -> Source:
-    """A Source from an ONNX file, a checkpoint file or run directory, a
-    (generator, card) pair, an object with `card` and `generate(latents, labels)`, or a
-    Source."""
+    """A Source from a checkpoint file, a run directory or an ONNX file (read by
+    `training.sources`), a (generator, card) pair, or anything with `card` and
+    `generate(latents, labels)`."""
     if isinstance(source, Source):
         return source
     if isinstance(source, tuple):
         return module_source(*source)
-    if hasattr(source, "generate") and hasattr(source, "card"):  # training.sources' classes
-        return Source(source.card, source.generate, f"{source.card.name} (step {source.card.step})")
-    path = str(source)
-    if not os.path.exists(path):
-        raise EvaluationError(f"no checkpoint, run directory or ONNX file at {path}")
-    if path.endswith(".onnx"):
-        return onnx_source(path, device)
-    from training.checkpoint import load_generator
+    name = ""
+    if isinstance(source, (str, os.PathLike)):
+        from training.sources import open_source as open_file
 
-    generator, card = load_generator(path, device=device)
-    source = module_source(generator, card)
-    source.description = f"{os.path.basename(os.path.normpath(path))}: {card.name} (step {card.step}, {card.weights} weights)"
-    return source
+        name = os.path.basename(os.path.normpath(source)) + ": "
+        source = open_file(source, device=device)
+    card = source.card
+    return Source(card, source.generate, f"{name}{card.name} (step {card.step}, {card.weights} weights)")
 
 
 # --- the statistics -----------------------------------------------------------------------
@@ -347,7 +319,7 @@ class Evaluator:
         """Figures of a generator (an nn.Module, a (module, card) pair or a Source), each
         with its floor and, for FD and NN, the ratio to it."""
         if isinstance(generator, nn.Module):
-            config = generator.config
+            config = getattr(generator, "module", generator).config  # DDP wraps the module
             card = ModelCard(model={"nz": config.nz,
                                     "num_classes": getattr(config, "num_classes", self.num_classes)})
             generator = module_source(generator, card)
