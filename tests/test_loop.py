@@ -205,6 +205,23 @@ def test_options_that_do_not_fit_the_dataset(tmp_path, make_tiny_config):
 # --- failure warnings ---------------------------------------------------------------------
 
 
+def test_ema_batch_norm_statistics_fit_the_ema_weights(conditional_run):
+    """The EMA generator's running statistics are its own (standing statistics), not
+    the raw generator's, which belong to other weights."""
+    state = load_checkpoint(conditional_run)
+    ema, card = load_generator(conditional_run, weights="ema")
+    first_norm = ema.main[1]  # after the first transposed convolution
+    torch.manual_seed(123)
+    latents = torch.randn(512, card.nz)
+    labels = torch.arange(512) % card.num_classes
+    with torch.no_grad():
+        inputs = torch.cat([latents, ema.label_embedding(labels)], dim=1)[:, :, None, None]
+        activations = ema.main[0](inputs)  # (N, C, 4, 4)
+    batch_var = activations.var(dim=(0, 2, 3))
+    assert torch.allclose(first_norm.running_var, batch_var, rtol=0.25)
+    assert not torch.equal(state["generator"]["main.1.running_var"], first_norm.running_var)
+
+
 def test_a_collapsed_generator_is_reported(tmp_path, make_tiny_config, monkeypatch, caplog):
     """Force a generator whose output is constant: its last layer is zero and frozen."""
     build = loop.build_models
