@@ -32,10 +32,12 @@ DCGAN = {"nz": 8, "ngf": 8, "ndf": 8, "nc": 1, "image_size": SIZE, "num_classes"
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """One classifier cache for the module: the digits classifier trains once."""
+    """One classifier cache for the module: the digits classifier trains once, for 4
+    epochs rather than 10 (enough to tell digits apart; the suite runs on shared CPUs)."""
     with pytest.MonkeyPatch.context() as patch:
         path = tmp_path_factory.mktemp("cache")
         patch.setenv("DCGAN_CACHE", str(path))
+        patch.setattr("training.evaluate_features.CLASSIFIER_EPOCHS", 4)
         yield path
 
 
@@ -81,7 +83,7 @@ def test_real_images_score_near_the_floor_and_noise_far_above(digits, train_imag
     # Copies of training images are at distance 0 from the training set: memorised.
     assert real["nn_distance"] == 0 and real["nn_ratio"] == 0
     assert noise["nn_ratio"] > 1.5
-    assert 0.85 < real["classifier_accuracy"] <= 1.0
+    assert 0.8 < real["classifier_accuracy"] <= 1.0
     assert "held-out" in real["reference"] and "test split" in real["reference"]
 
 

@@ -12,9 +12,9 @@ In that space, with torchmetrics doing the statistics:
   the same across runs: 1 is as close as real data gets.
 - coverage (labelled data): the histogram of the classifier's predicted classes over
   generated samples, the classes covered (a class is covered when it gets at least
-  10% of its share among real images), KL(generated || real) of the two histograms
-  (as in Metz et al. 2017; log 10 = 2.30 for a generator stuck on one digit), and the
-  mean classifier confidence.
+  half its share among real images: more than the classifier's errors give it),
+  KL(generated || real) of the two histograms (as in Metz et al. 2017; log 10 = 2.30
+  for a generator stuck on one digit), and the mean classifier confidence.
 - nn: median nearest-neighbour distance (RMS per pixel, at most 64x64) from generated
   samples to the training images, next to the same for held-out real images; a ratio
   well below 1 flags memorisation.
@@ -58,7 +58,7 @@ __all__ = ["METRICS", "EvaluationError", "Evaluator", "PeriodicEvaluator", "Sour
 METRICS = ("fd", "kid", "coverage", "modes", "nn", "inception")
 IMAGE_SAMPLES = 1000
 KID_SUBSETS, KID_SUBSET_SIZE = 50, 500
-COVERED_SHARE = 0.1
+COVERED_SHARE = 0.5  # of a class's real share; classifier errors alone stay below it
 
 
 # --- the generator under test -------------------------------------------------------------
