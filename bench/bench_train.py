@@ -48,9 +48,11 @@ def run_ours(args, extra: list[str]) -> float:
 
 def run_reference(args) -> float:
     """Steps/s of the reference script, timed from its per-iteration log lines."""
-    pattern = re.compile(r"^\[0/\d+\]\[(\d+)/\d+\]")
+    # its FakeData holds 1,000 images (15 full batches an epoch): run enough epochs
+    pattern = re.compile(r"^\[\d+/\d+\]\[\d+/\d+\]")
+    epochs = str(args.steps // 15 + 2)
     with tempfile.TemporaryDirectory() as out_dir:
-        command = [sys.executable, "-u", args.reference, "--dataset", "fake", "--niter", "1",
+        command = [sys.executable, "-u", args.reference, "--dataset", "fake", "--niter", epochs,
                    "--batchSize", str(args.batch_size), "--imageSize", str(args.image_size),
                    "--outf", out_dir, "--manualSeed", "0"]
         if args.device == "cuda":
@@ -58,10 +60,9 @@ def run_reference(args) -> float:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         seen: dict[int, float] = {}
         for line in proc.stdout:
-            match = pattern.match(line)
-            if match:
-                seen[int(match.group(1)) + 1] = time.perf_counter()  # iterations done
-                if len(seen) and max(seen) >= args.steps:
+            if pattern.match(line):
+                seen[len(seen) + 1] = time.perf_counter()  # iterations done
+                if len(seen) >= args.steps:
                     break
         proc.kill()
         proc.wait()
