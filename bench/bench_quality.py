@@ -115,14 +115,14 @@ def main() -> None:
             for loss in args.losses.split(","):
                 print(f"# {dataset} / {loss} ...", file=sys.stderr, flush=True)
                 rows += run_one(dataset.strip(), loss.strip(), args, out)
+                if args.json:  # as it goes: a long table survives an interruption
+                    args.json.write_text(json.dumps(rows, indent=2) + "\n")
     import torch
 
     machine = f"{platform.machine()}, {torch.get_num_threads()} CPU threads" + (
         f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ", no GPU")
     print(f"<!-- {' '.join(sys.argv)} -->\n<!-- {machine}, torch {torch.__version__} -->")
     print(markdown(rows))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":
