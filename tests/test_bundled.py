@@ -1,0 +1,38 @@
+"""The bundled default generator: the model the service serves out of the box."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from models.card import ModelCard
+from models.latent import latents_from_seeds
+
+BUNDLED = Path(__file__).resolve().parent.parent / "models" / "pretrained" / "dcgan-mnist.onnx"
+
+
+def test_bundled_generator_carries_its_card_and_quality():
+    session = ort.InferenceSession(str(BUNDLED), providers=["CPUExecutionProvider"])
+    card = ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map, source=str(BUNDLED))
+    assert card.name == "mnist" and card.dataset["name"] == "mnist5k"
+    assert card.output_shape == (1, 32, 32) and card.weights == "ema"
+    assert card.command.startswith("dcgan train") and card.step > 0
+    quality = card.quality
+    assert quality["classes_covered"] == 10 and quality["class_kl"] <= 0.05
+    assert quality["fd_ratio"] == quality["fd"] / quality["fd_floor"]
+    assert quality["onnx_max_abs_error"] <= 1e-4
+
+
+def test_bundled_generator_makes_distinct_images_in_range():
+    session = ort.InferenceSession(str(BUNDLED), providers=["CPUExecutionProvider"])
+    latents = latents_from_seeds(range(8), 100)
+    (images,) = session.run(["images"], {"latents": latents})
+    assert images.shape == (8, 1, 32, 32)
+    assert images.min() >= -1.0 and images.max() <= 1.0
+    # digits: mostly dark background with bright strokes, and no two seeds alike
+    assert (images < -0.5).mean() > 0.5 and (images > 0.5).mean() > 0.03
+    flat = images.reshape(8, -1)
+    distances = np.linalg.norm(flat[:, None] - flat[None], axis=-1)[np.triu_indices(8, 1)]
+    assert distances.min() > 1.0
