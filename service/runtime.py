@@ -11,8 +11,12 @@ request. So the public endpoints feed BentoML's adaptive-batching dispatcher
 (`CorkDispatcher`, the very object BentoML builds for a batchable API) directly, in the
 same process: same algorithm (one batch in flight per worker, a latency model fitted
 as it runs, 503 when a request would wait past `max_latency_ms`), no internal hop.
-Batch sizes are counted in images, so a request for 64 images may be split across
-ONNX Runtime calls and small requests are packed around it.
+Batch sizes are counted in images. A request for at least `max_batch_size` images has
+nothing to merge with and goes straight to ONNX Runtime: through the dispatcher it
+would only pay for the dispatcher polling its queue every millisecond while a batch is
+in flight, which on a small CPU slows ONNX Runtime's own threads (measured: n=64
+requests at 4 clients, 15% fewer requests/s than without batching). Either way, one
+ONNX Runtime call runs at a time per worker.
 """
 
 from __future__ import annotations
@@ -238,11 +242,10 @@ class Batcher:
         """(N, nz) latents [+ (N,) labels] -> (N, *output_shape) float32 images."""
         import anyio
 
-        if self._dispatch is None:
-            if self._limiter is None:  # created lazily: it needs the running event loop
-                self._limiter = anyio.CapacityLimiter(1)
+        if self._dispatch is None or len(latents) >= self.max_batch_size:
+            # A request that fills a batch on its own skips the dispatcher (module docstring).
             return await anyio.to_thread.run_sync(
-                self._infer, latents, labels, 1, limiter=self._limiter
+                self._infer, latents, labels, 1, limiter=self._one_call()
             )
         # The dispatcher splits and merges one array along axis 0, so class labels ride
         # along as an extra float32 column (exact for any label below 2**24).
@@ -257,9 +260,20 @@ class Batcher:
             latents, labels = packed[:, :-1], packed[:, -1].astype(np.int64)
         else:
             latents, labels = packed, None
-        images = await anyio.to_thread.run_sync(self._infer, latents, labels, len(jobs))
+        images = await anyio.to_thread.run_sync(
+            self._infer, latents, labels, len(jobs), limiter=self._one_call()
+        )
         bounds = np.cumsum([len(job) for job in jobs])[:-1]
         return np.split(images, bounds)
+
+    def _one_call(self):
+        """One ONNX Runtime call at a time per worker (created lazily: it needs the
+        running event loop)."""
+        import anyio
+
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(1)
+        return self._limiter
 
     def _infer(self, latents: np.ndarray, labels: np.ndarray | None, requests: int) -> np.ndarray:
         start = time.perf_counter()

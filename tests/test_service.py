@@ -55,8 +55,8 @@ def test_the_same_request_gives_the_same_bytes_and_a_seed_the_same_image_whateve
     assert alone["images"][0] == first.json()["images"][2]
 
 
-def test_a_request_bigger_than_a_batch_is_split_and_reassembled(client):
-    big = client.post("/sample", json={"n": 100, "seed": 0}).json()["images"]  # batches of 64
+def test_requests_bigger_than_a_batch_give_the_same_images(client):
+    big = client.post("/sample", json={"n": 100, "seed": 0}).json()["images"]  # batches: 64
     tail = client.post("/sample", json={"n": 36, "seed": 64}).json()["images"]
     assert len(big) == 100 and big[64:] == tail
 
