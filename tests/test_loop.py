@@ -57,8 +57,9 @@ def whole_run(tmp_path_factory, make_tiny_config) -> Path:
     return train(config, progress=False)
 
 
-@pytest.mark.parametrize("variant", [{}, {"d_steps": 2, "loss": "wgan-gp", "conditional": True}],
-                         ids=["default", "d_steps2-wgan_gp-conditional"])
+@pytest.mark.parametrize("variant", [{}, {"d_steps": 2, "loss": "wgan-gp", "conditional": True,
+                                      "augment": "translation,cutout"}],
+                         ids=["default", "d_steps2-wgan_gp-conditional-augment"])
 def test_stop_and_resume_is_bit_identical_to_one_run(variant, whole_run, tmp_path, make_tiny_config):
     if variant:
         reference = train(make_tiny_config(tmp_path / "whole", steps=2 * N, log_every=3, **variant),

@@ -77,6 +77,7 @@ def train(
     d_steps: int | None = typer.Option(None, help="Discriminator steps per generator step (k) [1]."),
     label_smoothing: float | None = typer.Option(None, help="One-sided label smoothing for real samples [0]."),
     instance_noise: float | None = typer.Option(None, help="Std of instance noise on D's inputs, decaying to 0 [0]."),
+    augment: str | None = typer.Option(None, help="DiffAugment of D's inputs: translation,cutout (a subset, or none) [none]."),
     ema_decay: float | None = typer.Option(None, help="EMA decay of generator weights, 0 to disable [0.999]."),
     steps: int | None = typer.Option(None, help="Generator steps to train to [2000]."),
     batch_size: int | None = typer.Option(None, help="Batch size per process [64]."),

@@ -39,6 +39,7 @@ class TrainConfig:
     gp_weight: float = 10.0  # gradient-penalty weight for "wgan-gp"
     label_smoothing: float = 0.0  # one-sided: real targets become 1 - this (ganhacks)
     instance_noise: float = 0.0  # std of noise added to D's inputs, decaying linearly to 0
+    augment: str = ""  # DiffAugment of D's inputs: "translation,cutout", a subset, or ""
     # optimisation
     steps: int = 2000  # generator steps
     batch_size: int = 64
@@ -98,6 +99,9 @@ class TrainConfig:
             raise ValueError(f"ema-decay must be in [0, 1), got {self.ema_decay}")
         if self.instance_noise < 0:
             raise ValueError(f"instance-noise must be 0 or more, got {self.instance_noise}")
+        from training.augment import parse_augment
+
+        parse_augment(self.augment)
         if self.channels not in (None, 1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         for name in ("lr_g", "lr_d"):

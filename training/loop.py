@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from models import build_models
 from models.card import ModelCard
 from training import losses
+from training.augment import augment, parse_augment
 from training.checkpoint import BEST, LATEST, atomic_write, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import dataset_info, load_dataset
@@ -282,7 +283,11 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
             real = real.contiguous(memory_format=memory)
         return real, (labels.to(device, non_blocking=True) if conditional else None)
 
+    augments = parse_augment(config.augment)
+
     def noisy(images: torch.Tensor, at_step: int) -> torch.Tensor:
+        """What D sees of a batch: augmented (same operations for real and fake), then noised."""
+        images = augment(images, augments)
         if config.instance_noise <= 0:
             return images
         std = config.instance_noise * max(0.0, 1.0 - at_step / config.steps)
