@@ -283,3 +283,15 @@ def test_two_process_torchrun_with_gloo_writes_one_checkpoint(tmp_path):
     assert state["step"] == 4
     logged = records(run_dir)[-1]
     assert logged["images_per_s"] == pytest.approx(logged["steps_per_s"] * 4 * 2)  # both ranks
+
+
+def test_a_resume_takes_the_learning_rates_it_is_given(tmp_path, make_tiny_config):
+    run = tmp_path / "run"
+    train(make_tiny_config(run, steps=2, log_every=2), progress=False)
+    train(make_tiny_config(run, steps=4, log_every=2, lr_g=1e-5, lr_d=3e-5), resume=run,
+          progress=False)
+    state = load_checkpoint(run)
+    assert state["step"] == 4
+    assert [g["lr"] for g in state["opt_g"]["param_groups"]] == [1e-5]
+    assert [g["lr"] for g in state["opt_d"]["param_groups"]] == [3e-5]
+    assert state["config"]["lr_g"] == 1e-5

@@ -233,6 +233,11 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
             ema.load_state_dict(state["ema"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
+        # The optimiser state carries the learning rates it was saved with; the config's
+        # win, so a run can be resumed at a lower rate to settle it.
+        for optimizer, lr in ((opt_g, config.lr_g), (opt_d, config.lr_d)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         step, best_fd = int(state["step"]), float(state.get("best_fd", math.inf))
         if world == 1:
             torch.set_rng_state(state["rng"]["torch"])
