@@ -203,6 +203,14 @@ class Batcher:
     BentoML's own waiting rule. Disabled: one call per request, still one at a time per
     worker, as BentoML runs a non-batchable sync API.
     `on_call(seconds, images, requests)` is told about every ONNX Runtime call.
+    Merged batches of at most `inline_images` images run in the event loop's own thread
+    (default: all of them on CPU, none on a GPU). On CPU, ONNX Runtime's call takes every
+    core anyway (the calling thread is one of its intra-op threads), and a hop to a worker
+    thread costs the event loop a wake-up and the worker a wait for the GIL behind the
+    busy loop: measured with n=1 requests at 8 clients on 2 CPUs, 281 against 230
+    requests/s. On a GPU the loop has useful work to do while the device computes.
+    Requests that fill a batch alone still run in a worker thread, so that the loop keeps
+    accepting requests during a long call.
     """
 
     def __init__(
@@ -214,12 +222,17 @@ class Batcher:
         max_latency_ms: int,
         on_call: Callable[[float, int, int], None],
         wait: str = "queue",
+        inline_images: int | None = None,
     ) -> None:
         if wait not in ("queue", "adaptive"):
             raise ModelLoadError(f"DCGAN_BATCH_WAIT must be queue or adaptive, got {wait!r}")
         self.generator = generator
         self.enabled = enabled
         self.max_batch_size = max_batch_size
+        if inline_images is None:  # CPU: merged batches in the event loop; GPU: in a thread
+            on_gpu = generator.provider == "CUDAExecutionProvider"
+            inline_images = 0 if on_gpu else max_batch_size
+        self.inline_images = inline_images
         self._on_call = on_call
         self._limiter = None
         self._dispatcher = None
@@ -260,9 +273,13 @@ class Batcher:
             latents, labels = packed[:, :-1], packed[:, -1].astype(np.int64)
         else:
             latents, labels = packed, None
-        images = await anyio.to_thread.run_sync(
-            self._infer, latents, labels, len(jobs), limiter=self._one_call()
-        )
+        if len(packed) <= self.inline_images:
+            async with self._one_call():  # a call in a thread (a full batch) may be running
+                images = self._infer(latents, labels, len(jobs))
+        else:
+            images = await anyio.to_thread.run_sync(
+                self._infer, latents, labels, len(jobs), limiter=self._one_call()
+            )
         bounds = np.cumsum([len(job) for job in jobs])[:-1]
         return np.split(images, bounds)
 

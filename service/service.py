@@ -7,7 +7,9 @@ token), GET /model (card, providers, limits), GET / (a small web page), GET /doc
 Environment: DCGAN_MODEL (a .onnx path or a model-store tag; default dcgan-mnist:latest,
 else the bundled file), DCGAN_DEVICE (auto|cpu|cuda), DCGAN_API_TOKEN, DCGAN_BATCHING
 (1|0), DCGAN_MAX_BATCH_SIZE (images per ONNX Runtime call), DCGAN_MAX_LATENCY_MS,
-DCGAN_BATCH_WAIT (queue|adaptive, see service.runtime), DCGAN_ORT_THREADS, and the
+DCGAN_BATCH_WAIT (queue|adaptive, see service.runtime), DCGAN_INLINE_IMAGES (merged
+batches up to this size run in the event loop; default all on CPU, none on a GPU, see
+service.runtime.Batcher), DCGAN_ORT_THREADS, and the
 limits in service.schemas.
 
 The model loads in a background thread, so /livez answers at once and /readyz turns
@@ -74,6 +76,8 @@ class DCGAN:
         self.max_batch_size = max(2, int(os.environ.get("DCGAN_MAX_BATCH_SIZE", 64)))
         self.max_latency_ms = int(os.environ.get("DCGAN_MAX_LATENCY_MS", 20000))
         self.batch_wait = os.environ.get("DCGAN_BATCH_WAIT", "queue")
+        inline = os.environ.get("DCGAN_INLINE_IMAGES")
+        self.inline_images = int(inline) if inline else None  # None: by device (runtime.Batcher)
         self.generator: Generator | None = None
         self.batcher: Batcher | None = None
         self.load_error: str | None = None
@@ -90,6 +94,7 @@ class DCGAN:
             self.batcher = Batcher(
                 generator, enabled=self.batching, max_batch_size=self.max_batch_size,
                 max_latency_ms=self.max_latency_ms, wait=self.batch_wait,
+                inline_images=self.inline_images,
                 on_call=lambda s, n, r: metrics.observe_inference(s, n, r, service_name),
             )
         except Exception as exc:  # whatever it is: one line, not a traceback loop
@@ -123,7 +128,8 @@ class DCGAN:
             "ready": g is not None, "error": self.load_error,
             "auth_required": bool(os.environ.get("DCGAN_API_TOKEN")),
             "batching": {"enabled": self.batching, "max_batch_size": self.max_batch_size,
-                         "max_latency_ms": self.max_latency_ms, "wait": self.batch_wait},
+                         "max_latency_ms": self.max_latency_ms, "wait": self.batch_wait,
+                         "inline_images": self.batcher.inline_images if self.batcher else None},
             "limits": LIMITS.to_dict(),
         }
         if g is not None:

@@ -204,3 +204,56 @@ def test_a_toy_model_of_2d_points_serves_arrays_only(monkeypatch, tmp_path):
         assert "format json needs an image model" in refused.json()["error"]
         walk = client.post("/interpolate", json={"start": 0, "end": 1, "steps": 3, "format": "array"})
         assert walk.json()["shape"] == [3, 2]
+
+
+
+def test_the_same_seed_gives_the_same_images_at_any_batch_size(tiny_onnx):
+    """The dispatcher merges requests into batches of any size: a seed's image must not
+    depend on what it was batched with, or the same request could give other bytes."""
+    import numpy as np
+
+    from models.latent import labels_for_seeds, latents_from_seeds
+    from service.runtime import load_generator
+
+    g = load_generator(tiny_onnx, "test", "cpu")
+    latents, labels = latents_from_seeds(range(16), 8), labels_for_seeds(range(16), 10)
+    whole = g.run(latents, labels)
+    for size in (1, 5, 16):
+        parts = [g.run(latents[i:i + size], labels[i:i + size]) for i in range(0, 16, size)]
+        assert np.array_equal(np.concatenate(parts), whole), size
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_merged_batches_run_in_the_event_loop_and_full_ones_in_a_thread(
+        monkeypatch, tiny_onnx, batching):
+    import threading
+
+    import anyio
+    import numpy as np
+
+    from service.runtime import Batcher, load_generator
+
+    g = load_generator(tiny_onnx, "test", "cpu")
+    where = []
+    run = g.run
+    monkeypatch.setattr(g, "run", lambda z, y: where.append((len(z), threading.get_ident())) or run(z, y))
+    batcher = Batcher(g, enabled=batching, max_batch_size=16, max_latency_ms=10000,
+                      on_call=lambda *a: None)
+    assert batcher.inline_images == 16  # on CPU: every merged batch
+
+    async def ask_in_turn():  # one event loop: the dispatcher belongs to it
+        loop_thread = threading.get_ident()
+        for n in (1, 15, 16, 40):
+            images = await batcher.generate(np.zeros((n, 8), np.float32), np.zeros(n, np.int64))
+            assert images.shape == (n, 1, 16, 16)
+        return loop_thread
+
+    try:
+        loop_thread = anyio.run(ask_in_turn)
+    finally:
+        batcher.shutdown()
+    inline = [(n, thread == loop_thread) for n, thread in where]
+    if batching:
+        assert inline == [(1, True), (15, True), (16, False), (40, False)]
+    else:  # without batching every call runs in a thread, as BentoML runs a sync API
+        assert inline == [(1, False), (15, False), (16, False), (40, False)]
