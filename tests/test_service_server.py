@@ -134,8 +134,10 @@ def _request(client: httpx.Client, url: str, k: int) -> tuple[str, dict, bytes, 
     return path, body, response.content, images
 
 
-def _concurrently(url: str, requests: int, clients: int) -> list[tuple[str, dict, bytes, int]]:
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+def _concurrently(url: str, requests: int, clients: int,
+                  keepalive: bool = True) -> list[tuple[str, dict, bytes, int]]:
+    limits = httpx.Limits(max_connections=clients,
+                          max_keepalive_connections=clients if keepalive else 0)
     with httpx.Client(timeout=60, limits=limits) as client, ThreadPoolExecutor(clients) as pool:
         return list(pool.map(lambda k: _request(client, url, k), range(requests)))
 
@@ -194,15 +196,28 @@ def test_metrics_add_up_over_two_workers(store_model):
         BENTOML_CONFIG_OPTIONS="services.DCGAN.workers=2")
     try:
         server.wait()
-        results = _concurrently(server.url, 96, 16)
-        text = server.metrics()
+        # /readyz answers for whichever worker takes the call: wait for both to log that
+        # they serve (a worker still loading answers 503 "not ready", as it should).
+        deadline = time.time() + 90
+        while server.log().count("serving tiny") < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        assert server.log().count("serving tiny") == 2, server.log()
+        # Which worker accepts a connection is the kernel's choice: new connections per
+        # request, and more rounds until both workers have served some.
+        results, workers = [], set()
+        for _ in range(5):
+            results += _concurrently(server.url, 48, 16, keepalive=False)
+            text = server.metrics()
+            workers = set(re.findall(
+                r'bentoml_service_adaptive_batch_size_count\{[^}]*worker_index="(\d+)"', text))
+            if len(workers) == 2:
+                break
     finally:
         server.stop()
     images = sum(r[3] for r in results)
     generated = (metric(text, "dcgan_images_generated_total", endpoint="sample")
                  + metric(text, "dcgan_images_generated_total", endpoint="interpolate"))
     assert generated == images, "one counter over both workers' files"
-    workers = set(re.findall(r'bentoml_service_adaptive_batch_size_count\{[^}]*worker_index="(\d+)"', text))
     assert workers == {"1", "2"}, "both workers served and both are counted"
     assert metric(text, "dcgan_ready") == 1
     assert metric(text, "dcgan_model_info", name="tiny") == 1
