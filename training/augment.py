@@ -53,16 +53,13 @@ def cutout(images: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     batch, _, height, width = images.shape
     size_h, size_w = int(height * ratio + 0.5), int(width * ratio + 0.5)
     dev = images.device
-    top = torch.randint(0, height + (1 - size_h % 2), (batch, 1, 1), device=dev)
-    left = torch.randint(0, width + (1 - size_w % 2), (batch, 1, 1), device=dev)
-    index_b, index_y, index_x = torch.meshgrid(
-        torch.arange(batch, device=dev), torch.arange(size_h, device=dev),
-        torch.arange(size_w, device=dev), indexing="ij")
-    index_y = torch.clamp(index_y + top - size_h // 2, 0, height - 1)
-    index_x = torch.clamp(index_x + left - size_w // 2, 0, width - 1)
-    mask = torch.ones(batch, height, width, dtype=images.dtype, device=dev)
-    mask[index_b, index_y, index_x] = 0
-    return images * mask.unsqueeze(1)
+    top = torch.randint(0, height + (1 - size_h % 2), (batch, 1, 1), device=dev) - size_h // 2
+    left = torch.randint(0, width + (1 - size_w % 2), (batch, 1, 1), device=dev) - size_w // 2
+    rows = torch.arange(height, device=dev).view(1, height, 1)
+    cols = torch.arange(width, device=dev).view(1, 1, width)
+    # the square, clipped at the borders
+    inside = (rows >= top) & (rows < top + size_h) & (cols >= left) & (cols < left + size_w)
+    return images * (~inside).to(images.dtype).unsqueeze(1)
 
 
 OPS = {"translation": translation, "cutout": cutout}

@@ -290,7 +290,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
 
     augments = parse_augment(config.augment)
 
-    def noisy(images: torch.Tensor, at_step: int) -> torch.Tensor:
+    def d_view(images: torch.Tensor, at_step: int) -> torch.Tensor:
         """What D sees of a batch: augmented (same operations for real and fake), then noised."""
         images = augment(images, augments)
         if config.instance_noise <= 0:
@@ -364,8 +364,8 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                     else:
                         with torch.no_grad():
                             fake = generator(latents, labels)
-                    real_logits = d_train(noisy(real, step), labels)
-                    fake_logits = d_train(noisy(fake.detach(), step), labels)
+                    real_logits = d_train(d_view(real, step), labels)
+                    fake_logits = d_train(d_view(fake.detach(), step), labels)
                     d_loss = losses.discriminator_loss(config.loss, real_logits, fake_logits,
                                                        config.label_smoothing)
                     if config.loss == "wgan-gp":
@@ -383,7 +383,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
             # Under DDP the bare module is used, so no gradient reduction is triggered.
             discriminator.requires_grad_(False)
             with autocast():
-                g_logits = d_for_g(noisy(fake, step), labels)
+                g_logits = d_for_g(d_view(fake, step), labels)
                 g_loss = losses.generator_loss(config.loss, g_logits)
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
