@@ -8,6 +8,12 @@ Optional class conditioning (`num_classes > 0`): the generator concatenates a le
 label embedding to the latent; the discriminator uses a projection head
 (Miyato & Koyama 2018), so "a 7" is something a client can ask for.
 
+Discriminator normalisation (`d_norm`): batch norm as in the paper, layer norm (for
+WGAN-GP, whose per-sample penalty batch norm breaks), spectral normalisation of every
+convolution instead of a norm layer (Miyato et al. 2018: D is kept 1-Lipschitz per
+layer, which steadies training and keeps D from fitting a small data set too sharply),
+or none.
+
 Optional packing (PacGAN, Lin et al. 2018): the discriminator judges `pack` samples
 at once, stacked along the channel axis, which penalises mode collapse.
 """
@@ -21,7 +27,7 @@ import torch
 from torch import nn
 
 MIN_SIZE, MAX_SIZE = 16, 256
-D_NORMS = ("batch", "layer", "none")
+D_NORMS = ("batch", "layer", "spectral", "none")
 
 
 @dataclass
@@ -33,7 +39,7 @@ class DCGANConfig:
     image_size: int = 32  # side of the square image, a power of two in 16..256
     num_classes: int = 0  # > 0: class-conditional generator and discriminator
     pack: int = 1  # PacGAN: samples the discriminator judges together (1 = off)
-    d_norm: str = "batch"  # discriminator normalisation: batch, layer or none (for WGAN-GP)
+    d_norm: str = "batch"  # discriminator normalisation: batch, layer, spectral or none
 
     def __post_init__(self) -> None:
         validate_config(self)
@@ -68,7 +74,10 @@ def _widths(base: int, image_size: int) -> list[int]:
 def weights_init(module: nn.Module) -> None:
     """N(0, 0.02) for convolutions, N(1, 0.02) for norm scales (the DCGAN paper)."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
+        # under spectral norm `weight` is computed: initialise the stored original
+        parametrized = nn.utils.parametrize.is_parametrized(module, "weight")
+        nn.init.normal_(module.parametrizations.weight.original if parametrized else module.weight,
+                        0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
@@ -150,6 +159,10 @@ class Discriminator(nn.Module):
         self.head = nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False)  # (N, 1, 1, 1)
         if config.num_classes:
             self.label_projection = nn.Embedding(config.num_classes, widths[-1])
+        if config.d_norm == "spectral":
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.utils.parametrizations.spectral_norm(module)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.config.pack > 1:

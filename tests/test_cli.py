@@ -75,6 +75,9 @@ def test_dry_run_prints_the_resolved_config():
     assert config["run_dir"] == "somewhere" and config["command"].startswith("dcgan ")
     assert not Path("somewhere").exists()  # a dry run writes nothing
 
+    chosen = json.loads(ok("train", "--dry-run", "--d-norm", "spectral", "--r1", "2.5",
+                           "--device", "cpu").stdout)
+    assert chosen["d_norm"] == "spectral" and chosen["r1"] == 2.5
     toy = json.loads(ok("train", "--dry-run", "--dataset", "ring", "--device", "cpu").stdout)
     assert toy["arch"] == "mlp" and toy["nz"] == 2 and toy["d_norm"] == "batch"
 
@@ -194,6 +197,10 @@ def test_training_errors(tmp_path):
                       "image folder /nonexistent does not exist")
     assert_user_error(run("train", "--loss", "lsgan", "--run-dir", tmp_path / "d"),
                       "loss must be one of minimax, nonsaturating, wgan, wgan-gp, hinge")
+    assert_user_error(run("train", "--d-norm", "instance", "--run-dir", tmp_path / "e"),
+                      "d-norm must be one of batch, layer, spectral, none, got 'instance'")
+    assert_user_error(run("train", "--r1", "-1", "--run-dir", tmp_path / "f"),
+                      "r1 must be 0 or more, got -1.0")
     assert_user_error(run("train", "--resume", tmp_path, "--steps", "5"),
                       "is a directory without checkpoint.pt: not a run directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no debris from failed runs

@@ -58,8 +58,9 @@ def whole_run(tmp_path_factory, make_tiny_config) -> Path:
 
 
 @pytest.mark.parametrize("variant", [{}, {"d_steps": 2, "loss": "wgan-gp", "conditional": True,
-                                      "augment": "translation,cutout"}],
-                         ids=["default", "d_steps2-wgan_gp-conditional-augment"])
+                                      "augment": "translation,cutout"},
+                                     {"d_norm": "spectral", "r1": 1.0}],
+                         ids=["default", "d_steps2-wgan_gp-conditional-augment", "spectral-r1"])
 def test_stop_and_resume_is_bit_identical_to_one_run(variant, whole_run, tmp_path, make_tiny_config):
     if variant:
         reference = train(make_tiny_config(tmp_path / "whole", steps=2 * N, log_every=3, **variant),
@@ -161,6 +162,31 @@ def test_each_discriminator_step_takes_its_own_batch(tmp_path, make_tiny_config,
     fetched = counted[0].fetched
     assert len(fetched) == 3 * 2 * 8  # steps x d_steps x batch
     assert len(set(fetched)) == len(fetched)  # fresh samples, not the same batch twice
+
+
+def test_r1_adds_half_gamma_times_the_penalty_at_d_inputs(tmp_path, make_tiny_config, monkeypatch):
+    seen = []
+    penalty = loop.losses.r1_penalty
+
+    def spy(real_logits, real_inputs):
+        value = penalty(real_logits, real_inputs)
+        seen.append((real_inputs.shape, real_inputs.requires_grad, real_inputs.is_leaf, float(value)))
+        return value
+
+    monkeypatch.setattr(loop.losses, "r1_penalty", spy)
+    plain = records(train(make_tiny_config(tmp_path / "plain", steps=1, log_every=1), progress=False))
+    assert seen == []  # off by default
+    gamma = 3.0
+    with_r1 = records(train(make_tiny_config(tmp_path / "r1", steps=2, d_steps=2, r1=gamma,
+                                             log_every=1), progress=False))
+    assert len(seen) == 4  # every discriminator step
+    shape, requires_grad, leaf, first = seen[0]
+    assert shape[0] == 8 and requires_grad and leaf and first > 0  # the batch of real images
+    # same seed, same first step: the only difference in D's loss is gamma/2 * penalty
+    second = train(make_tiny_config(tmp_path / "r1-one", steps=1, r1=gamma, log_every=1), progress=False)
+    assert records(second)[0]["d_loss"] == pytest.approx(plain[0]["d_loss"] + 0.5 * gamma * seen[-1][3],
+                                                         rel=1e-5)
+    assert math.isfinite(with_r1[-1]["d_loss"])
 
 
 def test_mlp_trains_on_the_ring(tmp_path, make_tiny_config):

@@ -10,7 +10,13 @@ import torch
 from torch import nn
 
 from training.config import LOSSES
-from training.losses import clip_weights, discriminator_loss, generator_loss, gradient_penalty
+from training.losses import (
+    clip_weights,
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+    r1_penalty,
+)
 
 
 def logits(*values: float) -> torch.Tensor:
@@ -142,6 +148,20 @@ def test_gradient_penalty_of_a_nonlinear_critic_is_positive():
     critic.forward = lambda images, labels=None, _f=critic.forward: _f(images)
     penalty = gradient_penalty(critic, torch.randn(4, 1, 4, 4), torch.randn(4, 1, 4, 4))
     assert float(penalty.detach()) > 0.01
+
+
+def test_r1_penalty_is_the_squared_gradient_norm_at_real_inputs():
+    torch.manual_seed(0)
+    weight = torch.randn(16)
+    critic = LinearCritic(weight)
+    real = torch.randn(5, 1, 4, 4).requires_grad_(True)
+    penalty = r1_penalty(critic(real), real)
+    assert float(penalty.detach()) == pytest.approx(float(weight.pow(2).sum()), rel=1e-5)
+    penalty.backward()  # the penalty trains D: d||w||^2/dw = 2w
+    torch.testing.assert_close(critic.weight.grad, 2 * weight)
+    # zero where D is flat: a constant critic
+    flat = real.sum(dim=(1, 2, 3)) * 0.0
+    assert float(r1_penalty(flat, real).detach()) == 0.0
 
 
 def test_clip_weights_bounds_every_parameter():

@@ -56,7 +56,7 @@ def test_channel_widths_double_towards_4x4_and_are_capped_at_8x():
         ({"ndf": -1}, "ndf"),
         ({"pack": 0}, "pack"),
         ({"num_classes": -1}, "num_classes"),
-        ({"d_norm": "spectral"}, "d_norm"),
+        ({"d_norm": "cosine"}, "d_norm"),
         ({"pack": 2, "num_classes": 10}, "pack"),
     ],
 )
@@ -169,3 +169,22 @@ def test_weights_init_follows_the_dcgan_paper():
     assert float(discriminator.label_projection.weight.std()) == pytest.approx(0.02, rel=0.1)
     # a fresh module has PyTorch's default init instead: the test can tell them apart
     assert float(Generator(config).main[0].weight.detach().std()) != pytest.approx(0.02, rel=0.1)
+
+
+def test_spectral_norm_discriminator_has_unit_spectral_norm_convolutions():
+    torch.manual_seed(0)
+    config = DCGANConfig(nz=16, ngf=8, ndf=8, image_size=32, d_norm="spectral")
+    _, discriminator = build_models("dcgan", vars(config))
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) for m in discriminator.modules())
+    convs = [m for m in discriminator.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 4  # three strided layers and the head
+    originals = torch.cat([m.parametrizations.weight.original.detach().flatten() for m in convs])
+    assert float(originals.std()) == pytest.approx(0.02, rel=0.1)  # DCGAN init of the stored weight
+    discriminator.train()
+    for _ in range(30):  # one power iteration per training-mode forward
+        discriminator(torch.randn(4, 1, 32, 32))
+    for conv in convs:
+        largest = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
+        assert float(largest) == pytest.approx(1.0, abs=0.05)
+        raw = torch.linalg.matrix_norm(conv.parametrizations.weight.original.detach().flatten(1), ord=2)
+        assert float(raw) != pytest.approx(1.0, abs=0.05)  # the normalisation did something

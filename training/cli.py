@@ -74,6 +74,8 @@ def train(
     ndf: int | None = typer.Option(None, help="Discriminator feature maps [64]."),
     pack: int | None = typer.Option(None, help="PacGAN: samples D judges together [1 = off]."),
     loss: str | None = typer.Option(None, help="minimax, nonsaturating [default], wgan, wgan-gp or hinge."),
+    d_norm: str | None = typer.Option(None, help="D normalisation: batch, layer, spectral or none [batch; layer for wgan-gp]."),
+    r1: float | None = typer.Option(None, help="R1 penalty weight (gamma) on D's gradient at real images, any loss [0 = off]."),
     d_steps: int | None = typer.Option(None, help="Discriminator steps per generator step (k) [1]."),
     label_smoothing: float | None = typer.Option(None, help="One-sided label smoothing for real samples [0]."),
     instance_noise: float | None = typer.Option(None, help="Std of instance noise on D's inputs, decaying to 0 [0]."),

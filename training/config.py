@@ -31,12 +31,13 @@ class TrainConfig:
     ndf: int = 64
     mlp_hidden: int = 256
     pack: int = 1  # PacGAN: samples the discriminator judges together
-    d_norm: str | None = None  # None: batch, or layer for wgan-gp (batch norm breaks the penalty)
+    d_norm: str | None = None  # batch, layer, spectral, none; None: batch, or layer for wgan-gp
     # objective
     loss: str = "nonsaturating"
     d_steps: int = 1  # k discriminator steps per generator step (Algorithm 1, Goodfellow 2014)
     clip: float = 0.01  # weight clipping bound for "wgan"
     gp_weight: float = 10.0  # gradient-penalty weight for "wgan-gp"
+    r1: float = 0.0  # R1 penalty weight gamma on real inputs, any loss; 0: off
     label_smoothing: float = 0.0  # one-sided: real targets become 1 - this (ganhacks)
     instance_noise: float = 0.0  # std of noise added to D's inputs, decaying linearly to 0
     augment: str = ""  # DiffAugment of D's inputs: "translation,cutout", a subset, or ""
@@ -97,6 +98,13 @@ class TrainConfig:
             raise ValueError(f"label-smoothing must be in [0, 0.5), got {self.label_smoothing}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.r1 < 0:
+            raise ValueError(f"r1 must be 0 or more, got {self.r1}")
+        if self.d_norm is not None:
+            from models.dcgan import D_NORMS
+
+            if self.d_norm not in D_NORMS:
+                raise ValueError(f"d-norm must be one of {', '.join(D_NORMS)}, got {self.d_norm!r}")
         if self.instance_noise < 0:
             raise ValueError(f"instance-noise must be 0 or more, got {self.instance_noise}")
         from training.augment import parse_augment

@@ -364,10 +364,15 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                     else:
                         with torch.no_grad():
                             fake = generator(latents, labels)
-                    real_logits = d_train(d_view(real, step), labels)
+                    real_view = d_view(real, step)
+                    if config.r1 > 0:
+                        real_view = real_view.detach().requires_grad_(True)
+                    real_logits = d_train(real_view, labels)
                     fake_logits = d_train(d_view(fake.detach(), step), labels)
                     d_loss = losses.discriminator_loss(config.loss, real_logits, fake_logits,
                                                        config.label_smoothing)
+                    if config.r1 > 0:
+                        d_loss = d_loss + 0.5 * config.r1 * losses.r1_penalty(real_logits, real_view)
                     if config.loss == "wgan-gp":
                         d_loss = d_loss + config.gp_weight * losses.gradient_penalty(
                             d_train, real, fake, labels)

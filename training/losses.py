@@ -8,6 +8,9 @@
 - wgan-gp: Wasserstein critic with a gradient penalty (Gulrajani et al. 2017).
 - hinge: the hinge loss of SAGAN / spectral-norm GANs.
 
+Regularisers for D: the WGAN-GP gradient penalty, and the R1 penalty (Mescheder et
+al. 2018), gamma/2 E||grad D(x)||^2 on real inputs only, which any loss can add.
+
 The loss owns the GAN logic; the loop only schedules calls.
 """
 
@@ -73,6 +76,14 @@ def gradient_penalty(
     (grads,) = torch.autograd.grad(logits.float().sum(), mixed, create_graph=True)
     grads = grads.reshape(n // pack, -1)  # one gradient vector per judged input
     return ((grads.norm(2, dim=1) - 1.0) ** 2).mean()
+
+
+def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor) -> torch.Tensor:
+    """E||grad_x D(x)||^2 over the real inputs (N, ...) that gave `real_logits`; the
+    inputs must require grad. Zero-centred: D is pushed to be flat on the data, so it
+    cannot carve sharp peaks around the training images it has memorised."""
+    (grads,) = torch.autograd.grad(real_logits.float().sum(), real_inputs, create_graph=True)
+    return grads.float().pow(2).reshape(grads.shape[0], -1).sum(dim=1).mean()
 
 
 @torch.no_grad()
