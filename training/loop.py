@@ -364,9 +364,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                     else:
                         with torch.no_grad():
                             fake = generator(latents, labels)
-                    real_view = d_view(real, step)
-                    if config.r1 > 0:
-                        real_view = real_view.detach().requires_grad_(True)
+                    real_view = d_view(real, step).requires_grad_(config.r1 > 0)  # R1 needs grad D(x)
                     real_logits = d_train(real_view, labels)
                     fake_logits = d_train(d_view(fake.detach(), step), labels)
                     d_loss = losses.discriminator_loss(config.loss, real_logits, fake_logits,

@@ -83,7 +83,7 @@ def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor) -> torch.Te
     inputs must require grad. Zero-centred: D is pushed to be flat on the data, so it
     cannot carve sharp peaks around the training images it has memorised."""
     (grads,) = torch.autograd.grad(real_logits.float().sum(), real_inputs, create_graph=True)
-    return grads.float().pow(2).reshape(grads.shape[0], -1).sum(dim=1).mean()
+    return grads.pow(2).reshape(grads.shape[0], -1).sum(dim=1).mean()
 
 
 @torch.no_grad()
