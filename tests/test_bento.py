@@ -6,7 +6,6 @@ the model packed inside, and only the code the service imports."""
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import os
 import re
 import shutil
@@ -94,24 +93,36 @@ def built(tmp_path_factory):
             "model_tag": model_tag, "model_sha": model_sha}
 
 
-def test_requirements_are_the_pinned_serving_extra_without_torch(built):
+def _locked_serving_requirements() -> list[str]:
+    """The serving extra and everything it pulls in, as uv.lock pins them."""
+    uv = Path(sys.executable).with_name("uv")
+    result = subprocess.run([str(uv if uv.exists() else "uv"), "export", "--frozen", "--quiet",
+                             "--no-emit-project", "--no-hashes", "--no-header", "--no-annotate",
+                             "--extra", "serving"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return _requirement_lines(result.stdout)
+
+
+def _requirement_lines(text: str) -> list[str]:
+    return sorted(line.strip() for line in text.splitlines()
+                  if line.strip() and not line.lstrip().startswith("#"))
+
+
+def test_bento_requirements_are_the_locked_serving_extra_without_torch(built):
+    locked = _locked_serving_requirements()
+    names = {_name(r) for r in locked}
     serving = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]["serving"]
-    expected = {_name(r) for r in serving}
+    assert {_name(r) for r in serving} <= names
+    assert not names & TRAINING_ONLY, "the serving extra pulls in a training-only package"
+    assert all("==" in r for r in locked), "every locked requirement is pinned with =="
+    hint = "the Bento's requirements differ from uv.lock: run 'make lock' and commit both files"
+    assert _requirement_lines((ROOT / "deploy/bento/requirements.txt").read_text()) == locked, hint
     for variant in ("cpu", "gpu"):
-        lines = (built[variant] / "env/python/requirements.txt").read_text().split("\n")
-        requirements = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-        names = {_name(r) for r in requirements}
-        assert names == expected, f"{variant}: {sorted(names ^ expected)} differ from the serving extra"
-        assert not names & TRAINING_ONLY
-        for requirement in requirements:
-            name, _, version = requirement.partition("==")
-            assert version, f"{variant}: {requirement!r} is not pinned with =="
-            # The shipped pins are the versions the test suite ran against.
-            assert importlib.metadata.version(name) == version, (
-                f"{requirement} is pinned, but this environment has "
-                f"{name}=={importlib.metadata.version(name)}: update the bentofiles"
-            )
+        shipped = _requirement_lines(
+            (built[variant] / "env/python/requirements.txt").read_text())
+        assert shipped == locked, f"{variant}: {hint}"
 
 
 def _instructions(dockerfile: Path, keyword: str) -> list[str]:
