@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from models.card import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+
 LOSSES = ("minimax", "nonsaturating", "wgan", "wgan-gp", "hinge")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -86,8 +88,9 @@ class TrainConfig:
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         size = self.image_size
-        if not (16 <= size <= 256) or size & (size - 1):
-            raise ValueError(f"image-size must be a power of two from 16 to 256, got {size}")
+        if not (MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE) or size & (size - 1):
+            raise ValueError(f"image-size must be a power of two from {MIN_IMAGE_SIZE} to "
+                             f"{MAX_IMAGE_SIZE}, got {size}")
         positive = ("steps", "batch_size", "d_steps", "pack", "ngf", "ndf", "mlp_hidden")
         for name in positive:
             if getattr(self, name) < 1:
