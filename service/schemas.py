@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from models.generation import GenerationError as RequestError
 from models.latent import MAX_SEED
 
 
@@ -122,14 +123,6 @@ class InterpolateResponse(BaseModel):
     shape: list[int]
     frames: list[str] = Field(description="Base64-encoded PNG frames, start to end.")
     model: ModelInfo
-
-
-class RequestError(ValueError):
-    """A request broke a limit that depends on the model; `field` names the culprit."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 def error_body(message: str, field: str | None = None) -> dict[str, Any]:

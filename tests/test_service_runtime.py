@@ -212,14 +212,14 @@ def test_the_same_seed_gives_the_same_images_at_any_batch_size(tiny_onnx):
     depend on what it was batched with, or the same request could give other bytes."""
     import numpy as np
 
+    from models.generation import OnnxGenerator
     from models.latent import labels_for_seeds, latents_from_seeds
-    from service.runtime import load_generator
 
-    g = load_generator(tiny_onnx, "test", "cpu")
+    g = OnnxGenerator(tiny_onnx, device="cpu")
     latents, labels = latents_from_seeds(range(16), 8), labels_for_seeds(range(16), 10)
-    whole = g.run(latents, labels)
+    whole = g.generate(latents, labels)
     for size in (1, 5, 16):
-        parts = [g.run(latents[i:i + size], labels[i:i + size]) for i in range(0, 16, size)]
+        parts = [g.generate(latents[i:i + size], labels[i:i + size]) for i in range(0, 16, size)]
         assert np.array_equal(np.concatenate(parts), whole), size
 
 
@@ -231,12 +231,14 @@ def test_merged_batches_run_in_the_event_loop_and_full_ones_in_a_thread(
     import anyio
     import numpy as np
 
-    from service.runtime import Batcher, load_generator
+    from models.generation import OnnxGenerator
+    from service.runtime import Batcher
 
-    g = load_generator(tiny_onnx, "test", "cpu")
+    g = OnnxGenerator(tiny_onnx, device="cpu")
     where = []
-    run = g.run
-    monkeypatch.setattr(g, "run", lambda z, y: where.append((len(z), threading.get_ident())) or run(z, y))
+    generate = g.generate
+    monkeypatch.setattr(g, "generate",
+                        lambda z, y: where.append((len(z), threading.get_ident())) or generate(z, y))
     batcher = Batcher(g, enabled=batching, max_batch_size=16, max_latency_ms=10000,
                       on_call=lambda *a: None)
     assert batcher.inline_images == 16  # on CPU: every merged batch
