@@ -33,7 +33,7 @@ TOYS = ("ring", "grid")
 
 def run_one(dataset: str, loss: str, args, out: Path) -> list[dict]:
     """Train one run, evaluate its raw and EMA generators; one row per weights."""
-    from training.checkpoint import load_generator
+    from training.checkpoint import load_torch_generator
     from training.config import TrainConfig
     from training.evaluate import evaluate
     from training.loop import train
@@ -53,7 +53,7 @@ def run_one(dataset: str, loss: str, args, out: Path) -> list[dict]:
     train_seconds = time.perf_counter() - started
     rows = []
     for weights in ("raw", "ema"):
-        generator, card = load_generator(run_dir, weights=weights, device=args.device)
+        generator, card = load_torch_generator(run_dir, weights=weights, device=args.device)
         metrics = ["fd", "modes"] if toy else ["fd", "coverage"]
         started = time.perf_counter()
         figures = evaluate((generator, card), dataset=dataset, num_samples=args.num_samples,

@@ -37,7 +37,7 @@ def pixels(path: Path) -> np.ndarray:
 
 
 def cell(grid: np.ndarray, index: int) -> np.ndarray:
-    """Image `index` of a one-row grid (padding 2)."""
+    """Image `index` of the first row of a grid (padding 2)."""
     x = PAD + index * (SIDE + PAD)
     return grid[PAD:PAD + SIDE, x:x + SIDE].astype(int)
 
@@ -131,7 +131,7 @@ def test_sample_is_reproducible_from_checkpoint_and_onnx(trained, exported, tmp_
         assert "(4 samples)" in result.stdout
     assert outputs["a"].read_bytes() == outputs["b"].read_bytes()  # same seeds, same bytes
     torch_grid, onnx_grid = pixels(outputs["a"]), pixels(outputs["onnx"])
-    assert torch_grid.shape == (SIDE + 2 * PAD, 4 * (SIDE + PAD) + PAD)  # one grey row of 4
+    assert torch_grid.shape == (2 * (SIDE + PAD) + PAD,) * 2  # grey, 2 by 2: as square as HTTP
     assert np.abs(torch_grid.astype(int) - onnx_grid.astype(int)).max() <= 1
     # different seeds are different images (the comparisons above are not vacuous)
     assert np.abs(cell(torch_grid, 0) - cell(torch_grid, 1)).max() > 10
@@ -217,9 +217,9 @@ def test_broken_sources(tmp_path, tiny_run):
                       "foreign.pt is not a dcgan-service checkpoint")
     assert_user_error(run("sample", tmp_path / "missing.pt"), "no checkpoint, run directory or ONNX")
 
-    from training.checkpoint import load_generator
+    from training.checkpoint import load_torch_generator
 
-    generator, card = load_generator(tiny_run)
+    generator, card = load_torch_generator(tiny_run)
     bare = to_onnx_model(generator, card)
     del bare.metadata_props[:]
     onnx.save(bare, str(tmp_path / "bare.onnx"))
@@ -227,16 +227,16 @@ def test_broken_sources(tmp_path, tiny_run):
                       "bare.onnx has no model card")
     (tmp_path / "junk.onnx").write_bytes(b"junk")
     assert_user_error(run("interpolate", tmp_path / "junk.onnx", "--out", tmp_path / "x.gif"),
-                      "junk.onnx is not a loadable ONNX model")
+                      "junk.onnx: ONNX Runtime cannot open it")
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.gif").exists()
 
 
 def test_bad_options_of_sample_interpolate_and_export(tiny_run, conditional_run, tmp_path):
     out = tmp_path / "x.png"
     assert_user_error(run("sample", conditional_run, "--label", "10", "--out", out),
-                      "--label must be from 0 to 9, got 10")
+                      "--label must be an integer from 0 to 9, got 10")
     assert_user_error(run("sample", tiny_run, "--label", "1", "--out", out),
-                      "--label is for class-conditional models")
+                      "--label: this model is not class-conditional")
     assert_user_error(run("sample", tiny_run, "--seeds", "0-5000", "--out", out),
                       "at most 1024 seeds")
     assert_user_error(run("sample", tiny_run, "--seeds", "3-1", "--out", out),
@@ -261,7 +261,8 @@ def test_bad_options_of_sample_interpolate_and_export(tiny_run, conditional_run,
                    "--ema-decay", "--run-dir", "--conditional"]),
         ("export", ["--out", "--weights", "--fp16", "--name", "--register"]),
         ("sample", ["--seeds", "--out", "--truncation", "--label", "--nrow", "--weights"]),
-        ("interpolate", ["--start", "--end", "--steps", "--method", "--out", "--frame-ms"]),
+        ("interpolate", ["--start", "--end", "--steps", "--method", "--out", "--frame-ms",
+                         "--truncation", "--label"]),
     ],
 )
 def test_help_of_each_command_lists_its_options(command, options):

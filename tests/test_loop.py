@@ -16,7 +16,7 @@ from PIL import Image
 
 import training.loop as loop
 from models.card import ModelCard
-from training.checkpoint import load_checkpoint, load_generator
+from training.checkpoint import load_checkpoint, load_torch_generator
 from training.config import LOSSES
 from training.loop import TrainingError, train
 
@@ -196,19 +196,19 @@ def test_mlp_trains_on_the_ring(tmp_path, make_tiny_config):
     resolved = json.loads((run_dir / "config.json").read_text())
     assert resolved["arch"] == "mlp" and resolved["nz"] == 2
     assert not (run_dir / "samples").exists()  # points, not images
-    generator, card = load_generator(run_dir, weights="raw")
+    generator, card = load_torch_generator(run_dir, weights="raw")
     assert card.arch == "mlp" and card.output_shape == (2,) and not card.is_image
     with torch.no_grad():
         points = generator(torch.randn(100, 2))
     assert points.shape == (100, 2) and torch.isfinite(points).all()
-    start, _ = load_generator(first, weights="raw")  # same seed: the same initial weights
+    start, _ = load_torch_generator(first, weights="raw")  # same seed: the same initial weights
     moved = [not torch.equal(a, b) for a, b in zip(start.parameters(), generator.parameters())]
     assert all(moved)
     assert all(math.isfinite(r["d_loss"]) for r in records(run_dir))
 
 
 def test_conditional_training_makes_a_class_conditional_generator(conditional_run):
-    generator, card = load_generator(conditional_run)
+    generator, card = load_torch_generator(conditional_run)
     assert card.num_classes == 10 and card.dataset["num_classes"] == 10
     latents = torch.randn(1, card.nz).repeat(10, 1)
     with torch.no_grad():
@@ -236,7 +236,7 @@ def test_ema_batch_norm_statistics_fit_the_ema_weights(conditional_run):
     """The EMA generator's running statistics are its own (standing statistics), not
     the raw generator's, which belong to other weights."""
     state = load_checkpoint(conditional_run)
-    ema, card = load_generator(conditional_run, weights="ema")
+    ema, card = load_torch_generator(conditional_run, weights="ema")
     first_norm = ema.main[1]  # after the first transposed convolution
     torch.manual_seed(123)
     latents = torch.randn(512, card.nz)
