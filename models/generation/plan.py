@@ -125,14 +125,20 @@ def end_point_latent(field: str, value: EndPoint, nz: int, truncation: float | N
     if is_seed(value):
         return lat.latent_from_seed(_seed(field, value), nz, truncation)
     try:
-        vector = lat.as_latent(value, nz, field)
-    except (TypeError, ValueError) as exc:
+        values = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise GenerationError(field, f"{field} must be a seed or a list of {nz} numbers") from None
+    try:
+        vector = lat.as_latent(values, nz, field)
+    except ValueError as exc:  # its messages name the field
         raise GenerationError(field, str(exc)) from None
     return vector if truncation is None else lat.truncate(vector, truncation)
 
 
 def _seed(field: str, value) -> int:
     try:
+        if not is_seed(value):
+            raise TypeError
         return lat.check_seed(int(value))
     except (TypeError, ValueError):
         raise GenerationError(field, f"{field} must be an integer from 0 to {lat.MAX_SEED}, "
