@@ -29,10 +29,13 @@ class SettingsError(ValueError):
         self.problems = problems
 
 
-def _setting(env: str, default: Any, meaning: str, *, kind: type = str,
+def _setting(env: str, default: Any, *, meaning: str, kind: type = str,
              low: int | None = None, high: int | None = None,
              choices: tuple[str, ...] | None = None, accepts: str | None = None,
              secret: bool = False) -> Any:
+    """A field and its documentation: the variable, what it accepts (said in the error
+    line for a bad value), and what it means. `kind` int takes `low` .. `high`; str takes
+    `choices` when given."""
     if accepts is None:
         if kind is int:
             accepts = f"an integer from {low} to {high}"
@@ -52,44 +55,49 @@ class Settings:
     """What the service is told by its environment (defaults: the service as shipped)."""
 
     model: str | None = _setting(
-        "DCGAN_MODEL", None, "the generator: unset, the store's `dcgan-mnist:latest` if "
-        "present, else the bundled `models/pretrained/dcgan-mnist.onnx`",
-        accepts="a model-store tag or the path of an .onnx file")
+        "DCGAN_MODEL", None, accepts="a model-store tag or the path of an .onnx file",
+        meaning="the generator; unset: the store's `dcgan-mnist:latest` if present, "
+                "else the bundled file")
     api_token: str | None = _setting(
-        "DCGAN_API_TOKEN", None, "when set, `/sample` and `/interpolate` need "
-        "`Authorization: Bearer <token>`",
-        accepts="printable ASCII without spaces", secret=True)
+        "DCGAN_API_TOKEN", None, accepts="printable ASCII without spaces", secret=True,
+        meaning="when set, `/sample` and `/interpolate` need "
+                "`Authorization: Bearer <token>`")
     device: str = _setting(
-        "DCGAN_DEVICE", "auto", "where ONNX Runtime runs: `auto` takes a GPU when there is one",
-        choices=("auto", "cpu", "cuda"))
+        "DCGAN_DEVICE", "auto", choices=("auto", "cpu", "cuda"),
+        meaning="where ONNX Runtime runs; `auto`: the GPU when there is one")
     batching: bool = _setting(
-        "DCGAN_BATCHING", True, "merge concurrent requests into one ONNX Runtime call; "
-        "off: one call per request", kind=bool)
+        "DCGAN_BATCHING", True, kind=bool,
+        meaning="off: one ONNX Runtime call per request")
     max_batch_size: int = _setting(
-        "DCGAN_MAX_BATCH_SIZE", 64, "images per ONNX Runtime call", kind=int, low=2, high=4096)
+        "DCGAN_MAX_BATCH_SIZE", 64, kind=int, low=2, high=4096,
+        meaning="images per ONNX Runtime call")
     max_latency_ms: int = _setting(
-        "DCGAN_MAX_LATENCY_MS", 20000, "a request queued longer for the generator gets 503",
-        kind=int, low=1, high=600_000)
+        "DCGAN_MAX_LATENCY_MS", 20000, kind=int, low=1, high=600_000,
+        meaning="a request queued longer gets 503")
     batch_wait: str = _setting(
-        "DCGAN_BATCH_WAIT", "queue", "`queue`: a batch leaves as soon as the generator is "
-        "free; `adaptive`: BentoML's own rule, which may hold a lone request hoping for "
-        "company (and after a burst held a lone client's requests 60-80 ms for over 30 s here)",
-        choices=("queue", "adaptive"))
+        "DCGAN_BATCH_WAIT", "queue", choices=("queue", "adaptive"),
+        meaning="`queue`: a batch leaves as soon as the generator is free; `adaptive`: "
+                "BentoML's own rule, which may hold a lone request hoping for company "
+                "(and after a burst held a lone client's requests 60-80 ms for over 30 s here)")
     inline_images: int | None = _setting(
-        "DCGAN_INLINE_IMAGES", None, "merged batches of up to this many images run in the "
-        "event loop's thread, larger ones in a worker thread; unset: all on CPU, none on a GPU",
-        kind=int, low=0, high=4096)
+        "DCGAN_INLINE_IMAGES", None, kind=int, low=0, high=4096,
+        meaning="merged batches of up to this many images run in the event loop's thread, "
+                "larger ones in a worker thread; unset: `DCGAN_MAX_BATCH_SIZE` on CPU, "
+                "`0` on a GPU")
     ort_threads: int | None = _setting(
-        "DCGAN_ORT_THREADS", None, "ONNX Runtime intra-op threads (they never spin); unset: "
-        "the CPUs available, a cgroup CPU quota included", kind=int, low=1, high=1024)
+        "DCGAN_ORT_THREADS", None, kind=int, low=1, high=1024,
+        meaning="ONNX Runtime intra-op threads; they never spin; unset: the CPUs available "
+                "(cgroup quota included)")
     max_n: int = _setting(
-        "DCGAN_MAX_N", 128, "most images per `/sample` request (fewer for big images: "
-        "at most 2^22 values per request)", kind=int, low=1, high=4096)
+        "DCGAN_MAX_N", 128, kind=int, low=1, high=4096,
+        meaning="most images per `/sample` request (fewer for big images: at most 2^22 "
+                "values per request)")
     max_steps: int = _setting(
-        "DCGAN_MAX_STEPS", 64, "most frames per `/interpolate` request", kind=int, low=2, high=4096)
+        "DCGAN_MAX_STEPS", 64, kind=int, low=2, high=4096,
+        meaning="most frames per `/interpolate` request")
     max_body_bytes: int = _setting(
-        "DCGAN_MAX_BODY_BYTES", 64 * 1024, "largest request body; larger ones get 413",
-        kind=int, low=1, high=64 * 1024 * 1024)
+        "DCGAN_MAX_BODY_BYTES", 64 * 1024, kind=int, low=1, high=64 * 1024 * 1024,
+        meaning="largest request body; a larger one gets 413")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
