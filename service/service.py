@@ -35,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 
 from models import latent as lat
 from service import imaging, metrics
+from service.guard import RequestGuard, error_body
 from service.runtime import (
     Batcher,
     Generator,
@@ -44,7 +45,6 @@ from service.runtime import (
     resolve_model,
     warm_up,
 )
-from service.guard import RequestGuard, error_body
 from service.schemas import (
     InterpolateResponse,
     RequestError,
