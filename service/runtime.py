@@ -83,11 +83,12 @@ def resolve_model(spec: str | None) -> tuple[Path, str]:
     return path, str(model.tag.version)
 
 
-def cpu_threads() -> int:
-    """ONNX Runtime intra-op threads: DCGAN_ORT_THREADS, else the CPUs we may run on,
-    capped by a cgroup CPU quota (a pod limited to 2 CPUs on a 64-core node gets 2)."""
-    if value := os.environ.get("DCGAN_ORT_THREADS"):
-        return max(1, int(value))
+def cpu_threads(configured: int | None = None) -> int:
+    """ONNX Runtime intra-op threads: `configured` (the DCGAN_ORT_THREADS setting), else
+    the CPUs we may run on, capped by a cgroup CPU quota (a pod limited to 2 CPUs on a
+    64-core node gets 2)."""
+    if configured is not None:
+        return max(1, configured)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:  # cgroup v2: "<quota> <period>" or "max <period>"
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
@@ -133,14 +134,16 @@ class Generator:
         return self.session.run(["images"], feed)[0]
 
 
-def load_generator(path: Path, version: str, device: str = "auto") -> Generator:
-    """Open `path` with ONNX Runtime and check it against its model card."""
+def load_generator(path: Path, version: str, device: str = "auto",
+                   threads: int | None = None) -> Generator:
+    """Open `path` with ONNX Runtime and check it against its model card. `device` and
+    `threads` are the DCGAN_DEVICE and DCGAN_ORT_THREADS settings (None: see cpu_threads)."""
     import onnxruntime as ort
 
-    if device not in DEVICES:
-        raise ModelLoadError(f"DCGAN_DEVICE must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device not in DEVICES:  # the settings check it; this guards other callers
+        raise ModelLoadError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = cpu_threads()
+    options.intra_op_num_threads = cpu_threads(threads)
     options.inter_op_num_threads = 1
     # Spinning threads burn the cores that the event loop and the other requests need
     # while they wait for work; on a small CPU that costs more than the wake-up latency.

@@ -201,6 +201,10 @@ def test_probes_resources_and_security(overlay):
         settings.update(next(o for o in objects if o["kind"] == "ConfigMap" and
                              o["metadata"]["name"] == ref["configMapRef"]["name"])["data"])
     assert 1 <= int(settings["DCGAN_ORT_THREADS"]) <= _cpus(container["resources"]["limits"]["cpu"])
+    # Every value is one the service accepts: a bad one would leave the new pods not ready.
+    from service.settings import Settings
+
+    Settings.from_env(settings)
 
 
 def _cpus(quantity: str | int) -> float:
