@@ -9,8 +9,10 @@ BIN := $(VENV)/bin
 PORT ?= 3000
 # The lock tool itself; the dev extra pins the same version (tests/test_lock.py checks).
 UV_VERSION := 0.13.9
-BENTO_REQUIREMENTS := deploy/bento/requirements.txt
-LOCK_HINT := uv.lock is out of date with pyproject.toml: run 'make lock', then commit uv.lock and $(BENTO_REQUIREMENTS)
+# Generated from the lock by `make lock` for what is built from it: the CPU and GPU Bentos
+# and the training image. Never edited by hand.
+GENERATED := deploy/bento/requirements.txt deploy/bento/requirements-gpu.txt deploy/training/requirements.txt
+LOCK_HINT := uv.lock is out of date with pyproject.toml: run 'make lock', then commit uv.lock and deploy/*/requirements*.txt
 
 .PHONY: serve test install-serving install-dev check-python check-lock lock lint
 
@@ -41,8 +43,8 @@ check-lock: | $(BIN)/uv
 
 $(VENV)/.installed-%: uv.lock pyproject.toml | check-lock
 	$(BIN)/uv export --frozen --quiet --no-emit-project $(EXTRAS) -o $(VENV)/requirements-$*.txt
-	$(BIN)/python -m pip install -q --no-deps --require-hashes -r $(VENV)/requirements-$*.txt
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q --no-deps --no-compile --require-hashes -r $(VENV)/requirements-$*.txt
+	$(BIN)/python -m pip install -q --no-deps --no-compile -e .
 	@touch $@
 
 install-serving: EXTRAS := --extra serving
@@ -60,8 +62,12 @@ test: install-dev
 lock: | $(BIN)/uv
 	$(BIN)/uv lock $(if $(UPGRADE),--upgrade)
 	$(BIN)/uv export --frozen --quiet --no-emit-project --no-hashes --extra serving \
-	  -o $(BENTO_REQUIREMENTS)
-	@echo "Locked. Next: make test, then commit uv.lock and $(BENTO_REQUIREMENTS)."
+	  -o deploy/bento/requirements.txt
+	$(BIN)/uv export --frozen --quiet --no-emit-project --no-hashes --extra serving-gpu \
+	  -o deploy/bento/requirements-gpu.txt
+	$(BIN)/uv export --frozen --quiet --no-emit-project --extra training \
+	  -o deploy/training/requirements.txt
+	@echo "Locked. Next: make test, then commit uv.lock and $(GENERATED)."
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -187,10 +187,11 @@ def bare_generator(model: Path):
     """The generator as the service opens it (same session options), in this process."""
     sys.path.insert(0, str(ROOT))
     from models.generation import OnnxGenerator
-    from service.runtime import ort_threads_setting
+    from service.settings import Settings
 
-    return OnnxGenerator(model, device=os.environ.get("DCGAN_DEVICE", "auto"),
-                         threads=ort_threads_setting(), version="bench")
+    settings = Settings.from_env(os.environ)
+    return OnnxGenerator(model, device=settings.device, threads=settings.ort_threads,
+                         version="bench")
 
 
 def raw_rate(g, n: int, seconds: float) -> dict[str, float]:

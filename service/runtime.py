@@ -22,7 +22,6 @@ ONNX Runtime call runs at a time per worker.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -33,13 +32,6 @@ from models.generation import ModelLoadError, OnnxGenerator
 
 class Overloaded(RuntimeError):
     """A request waited in the batching queue longer than the latency limit."""
-
-
-def ort_threads_setting() -> int | None:
-    """DCGAN_ORT_THREADS, else None: the generation layer counts the CPUs this worker
-    may use (affinity, capped by a cgroup quota)."""
-    value = os.environ.get("DCGAN_ORT_THREADS")
-    return max(1, int(value)) if value else None
 
 
 class Batcher:

@@ -4,13 +4,10 @@ Endpoints: POST /sample and POST /interpolate (generation, behind the optional b
 token), GET /model (card, providers, limits), GET / (a small web page), GET /docs
 (OpenAPI UI; the document is /docs.json), and BentoML's /livez, /readyz, /metrics.
 
-Environment: DCGAN_MODEL (a .onnx path or a model-store tag; default dcgan-mnist:latest,
-else the bundled file), DCGAN_DEVICE (auto|cpu|cuda), DCGAN_API_TOKEN, DCGAN_BATCHING
-(1|0), DCGAN_MAX_BATCH_SIZE (images per ONNX Runtime call), DCGAN_MAX_LATENCY_MS,
-DCGAN_BATCH_WAIT (queue|adaptive, see service.runtime), DCGAN_INLINE_IMAGES (merged
-batches up to this size run in the event loop; default all on CPU, none on a GPU, see
-service.runtime.Batcher), DCGAN_ORT_THREADS, and the
-limits in service.schemas.
+Settings: the DCGAN_* environment variables, all in service/settings.py (and the
+README's table), read once when this module is imported. They shape the request models
+(limits, hence the OpenAPI document) and the guard (token, body size) here, and each
+service instance (model, device, threads, batching).
 
 Opening the generator, turning a request into latents and labels (the label rule and
 the checks that depend on the model) and encoding PNGs and GIFs are the generation
@@ -19,7 +16,9 @@ give the same bytes; its GenerationError becomes a 400 naming the field.
 
 The model loads in a background thread, so /livez answers at once and /readyz turns
 200 only when the generator is loaded and warmed up; a model that cannot load leaves
-one ERROR line in the log and the server alive but not ready (no restart loop).
+one ERROR line in the log and the server alive but not ready (no restart loop). Bad
+settings do the same: one ERROR line per bad variable, naming it and what it accepts,
+and the server alive but not ready with that reason (the schemas use the defaults).
 """
 
 from __future__ import annotations
@@ -42,16 +41,14 @@ from starlette.staticfiles import StaticFiles
 from models import generation as gen
 from models.generation import GenerationError, ModelLoadError, OnnxGenerator
 from service import metrics
-from service.runtime import Batcher, Overloaded, ort_threads_setting
+from service.guard import RequestGuard, error_body
+from service.runtime import Batcher, Overloaded
 from service.schemas import (
-    LIMITS,
-    InterpolateRequest,
     InterpolateResponse,
-    RequestGuard,
-    SampleRequest,
     SampleResponse,
-    error_body,
+    request_models,
 )
+from service.settings import Settings, SettingsError
 
 logger = logging.getLogger("bentoml.dcgan")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -59,25 +56,43 @@ STATIC = Path(__file__).resolve().parent / "static"
 INLINE_VALUES = 16 * 1024
 
 
-def _flag(name: str, default: bool) -> bool:
-    return os.environ.get(name, "1" if default else "0").strip().lower() not in ("0", "false", "no", "off")
+def read_settings(environ=os.environ) -> tuple[Settings, SettingsError | None]:
+    """The settings, or the defaults and what is wrong: bad settings must not stop the
+    import (the server would exit, or restart its workers in a loop) but leave the
+    service not ready, saying why."""
+    try:
+        return Settings.from_env(environ), None
+    except SettingsError as exc:
+        return Settings(), exc
+
+
+# Once per process. Service instances read SETTINGS when they are made (tests put theirs here).
+SETTINGS, SETTINGS_ERROR = read_settings()
+LIMITS = SETTINGS.limits
+SampleRequest, InterpolateRequest = request_models(LIMITS)
 
 
 @bentoml.service(traffic={"timeout": 60})
 class DCGAN:
     def __init__(self) -> None:
-        self.model_spec = os.environ.get("DCGAN_MODEL") or None
-        self.device = os.environ.get("DCGAN_DEVICE", "auto")
-        self.batching = _flag("DCGAN_BATCHING", True)
-        self.max_batch_size = max(2, int(os.environ.get("DCGAN_MAX_BATCH_SIZE", 64)))
-        self.max_latency_ms = int(os.environ.get("DCGAN_MAX_LATENCY_MS", 20000))
-        self.batch_wait = os.environ.get("DCGAN_BATCH_WAIT", "queue")
-        inline = os.environ.get("DCGAN_INLINE_IMAGES")
-        self.inline_images = int(inline) if inline else None  # None: by device (runtime.Batcher)
+        settings = self.settings = SETTINGS
+        self.model_spec = settings.model
+        self.device = settings.device
+        self.ort_threads = settings.ort_threads  # None: the CPUs available (models.generation.cpu_threads)
+        self.batching = settings.batching
+        self.max_batch_size = settings.max_batch_size
+        self.max_latency_ms = settings.max_latency_ms
+        self.batch_wait = settings.batch_wait
+        self.inline_images = settings.inline_images  # None: by device (runtime.Batcher)
         self.generator: OnnxGenerator | None = None
         self.batcher: Batcher | None = None
         self.load_error: str | None = None
         metrics.set_ready(False)
+        if SETTINGS_ERROR is not None:  # not ready, with the reason; nothing to load
+            for line in SETTINGS_ERROR.problems:
+                logger.error("bad setting %s", line)
+            self.load_error = f"bad settings: {SETTINGS_ERROR}"
+            return
         threading.Thread(target=self._load, name="dcgan-load", daemon=True).start()
 
     # --- life cycle ----------------------------------------------------------------
@@ -85,7 +100,7 @@ class DCGAN:
         service_name = type(self).__name__
         try:
             path, version = gen.resolve_model(self.model_spec)
-            generator = OnnxGenerator(path, device=self.device, threads=ort_threads_setting(),
+            generator = OnnxGenerator(path, device=self.device, threads=self.ort_threads,
                                       version=version)
             generator.warm_up(sorted({1, self.max_batch_size}))
             self.batcher = Batcher(
@@ -123,7 +138,7 @@ class DCGAN:
         g = self.generator
         body: dict[str, Any] = {
             "ready": g is not None, "error": self.load_error,
-            "auth_required": bool(os.environ.get("DCGAN_API_TOKEN")),
+            "auth_required": bool(self.settings.api_token),
             "batching": {"enabled": self.batching, "max_batch_size": self.max_batch_size,
                          "max_latency_ms": self.max_latency_ms, "wait": self.batch_wait,
                          "inline_images": self.batcher.inline_images if self.batcher else None},
@@ -275,4 +290,8 @@ DCGAN.mount_asgi_app(
     ]),
     path="/",
 )
-DCGAN.add_asgi_middleware(RequestGuard, on_reject=metrics.count_rejected)
+DCGAN.add_asgi_middleware(
+    RequestGuard, routes={"/sample": SampleRequest, "/interpolate": InterpolateRequest},
+    max_body_bytes=LIMITS.max_body_bytes, token=SETTINGS.api_token,
+    on_reject=metrics.count_rejected,
+)

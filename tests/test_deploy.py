@@ -201,6 +201,10 @@ def test_probes_resources_and_security(overlay):
         settings.update(next(o for o in objects if o["kind"] == "ConfigMap" and
                              o["metadata"]["name"] == ref["configMapRef"]["name"])["data"])
     assert 1 <= int(settings["DCGAN_ORT_THREADS"]) <= _cpus(container["resources"]["limits"]["cpu"])
+    # Every value is one the service accepts: a bad one would leave the new pods not ready.
+    from service.settings import Settings
+
+    Settings.from_env(settings)
 
 
 def _cpus(quantity: str | int) -> float:
@@ -355,19 +359,48 @@ def test_training_containers_resume_only_when_a_checkpoint_exists(tmp_path, monk
         assert resolved["run_dir"] == str(run_dir) and resolved["device"] == "cuda"
 
 
-def test_training_image_installs_the_training_extra_and_runs_as_non_root():
+def test_training_image_installs_the_locked_training_extra_and_runs_as_non_root():
     dockerfile = (DEPLOY / "training" / "Dockerfile").read_text()
     instructions = [line.split(None, 1) for line in dockerfile.splitlines()
                     if line.strip() and not line.startswith(("#", " "))]
     users = [rest.strip() for keyword, rest in instructions if keyword == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
-    assert any(keyword == "RUN" and '".[training]"' in rest for keyword, rest in instructions)
+    runs = [rest for keyword, rest in instructions if keyword == "RUN"]
+    assert any("--require-hashes -r deploy/training/requirements.txt" in rest for rest in runs)
+    assert any("--no-deps ." in rest for rest in runs), "the project itself, without resolving"
     assert [rest for keyword, rest in instructions if keyword == "ENTRYPOINT"] == ['["dcgan"]']
     # Everything `pip install .` needs is copied in, and the build context lets it through.
     copied = {source.rstrip("/") for keyword, rest in instructions if keyword == "COPY"
               for source in rest.split()[:-1] if not source.startswith("--")}
     packages = {"models", "training", "service"}
-    assert {"pyproject.toml", "README.md"} | packages <= copied
+    needed = {"pyproject.toml", "README.md", "deploy/training/requirements.txt"} | packages
+    assert needed <= copied
     allowed = (DEPLOY / "training" / "Dockerfile.dockerignore").read_text().split()
-    for name in {"pyproject.toml", "README.md"} | packages:
+    for name in needed:
         assert f"!{name}" in allowed or f"!{name}/" in allowed, name
+
+
+def _pod_specs(node):
+    """Every pod spec (a mapping with `containers`) inside a manifest."""
+    if isinstance(node, dict):
+        if "containers" in node:
+            yield node
+        for value in node.values():
+            yield from _pod_specs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _pod_specs(value)
+
+
+def test_gpu_pods_ask_for_the_gpu_resource_and_need_no_node_label():
+    """The `nvidia.com/gpu` request alone schedules onto GPU nodes; a nodeSelector on
+    GPU Feature Discovery's label would leave pods pending on clusters without it."""
+    files = [DEPLOY / "overlays/gpu/deployment-gpu.yaml", DEPLOY / "training/single-gpu/job.yaml",
+             DEPLOY / "training/multi-node/pytorchjob.yaml"]
+    specs = [spec for f in files for doc in yaml.safe_load_all(f.read_text())
+             for spec in _pod_specs(doc)]
+    assert len(specs) >= 4
+    for spec in specs:
+        limits = [c.get("resources", {}).get("limits", {}) for c in spec["containers"]]
+        assert any("nvidia.com/gpu" in lim for lim in limits)
+        assert "nvidia.com/gpu.present" not in (spec.get("nodeSelector") or {})

@@ -83,17 +83,29 @@ def test_the_lock_covers_every_extra_and_the_supported_pythons():
     assert make_uv and make_uv.group(1) == versions["uv"]
 
 
-def test_the_bento_requirements_file_is_generated_from_the_lock():
+@pytest.mark.parametrize("extra, path, hashes", [
+    ("serving", "deploy/bento/requirements.txt", False),
+    ("serving-gpu", "deploy/bento/requirements-gpu.txt", False),
+    ("training", "deploy/training/requirements.txt", True),
+])
+def test_the_generated_requirement_files_are_the_lock(extra, path, hashes):
     result = subprocess.run(
-        [str(BIN / "uv"), "export", "--frozen", "--quiet", "--no-emit-project", "--no-hashes",
-         "--no-header", "--no-annotate", "--extra", "serving"],
+        [str(BIN / "uv"), "export", "--frozen", "--quiet", "--no-emit-project", "--no-header",
+         "--no-annotate", *([] if hashes else ["--no-hashes"]), "--extra", extra],
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
     def lines(text: str) -> list[str]:
-        return sorted(s.strip() for s in text.splitlines() if s.strip() and not s.lstrip().startswith("#"))
+        return [s.strip() for s in text.splitlines() if s.strip() and not s.lstrip().startswith("#")]
 
     locked = lines(result.stdout)
-    assert locked and not any(r.startswith(("torch==", "torchvision==")) for r in locked)
-    assert lines((ROOT / "deploy/bento/requirements.txt").read_text()) == locked, (
-        "deploy/bento/requirements.txt differs from uv.lock: run 'make lock'")
+    assert locked and all("==" in r for r in locked if not r.startswith("--hash"))
+    if extra.startswith("serving"):
+        assert not any(r.startswith(("torch==", "torchvision==")) for r in locked)
+    assert lines((ROOT / path).read_text()) == locked, f"{path} differs from uv.lock: run 'make lock'"
+
+
+def test_the_training_image_installs_the_lock_only():
+    dockerfile = (ROOT / "deploy/training/Dockerfile").read_text()
+    assert "--require-hashes -r deploy/training/requirements.txt" in dockerfile
+    assert re.search(r"pip install [^\n]*--no-deps[^\n]* \.", dockerfile)

@@ -170,7 +170,7 @@ def test_r1_adds_half_gamma_times_the_penalty_at_d_inputs(tmp_path, make_tiny_co
 
     def spy(real_logits, real_inputs):
         value = penalty(real_logits, real_inputs)
-        seen.append((real_inputs.shape, real_inputs.requires_grad, real_inputs.is_leaf, float(value)))
+        seen.append((real_inputs.shape, real_inputs.requires_grad, real_inputs.is_leaf, float(value.detach())))
         return value
 
     monkeypatch.setattr(loop.losses, "r1_penalty", spy)

@@ -49,14 +49,28 @@ def _asgi_app():
 
 @contextlib.contextmanager
 def serving_app(monkeypatch, model: Path | str, wait_ready: bool = True, **env: str):
-    """The service as an in-process ASGI app (BentoML's `to_asgi`) behind a test client."""
+    """The service as an in-process ASGI app (BentoML's `to_asgi`) behind a test client,
+    with the settings that `env` (DCGAN_* variables) gives, as a server would read them.
+
+    The app is built once per process, with the settings of its import; each lifespan
+    makes a new service instance, which takes the settings given here. The token is
+    the guard's, so a token here gets a guard of its own in front of the app; limits
+    shape the request models at import, so they cannot change here (a server can)."""
     from starlette.testclient import TestClient
 
-    monkeypatch.setenv("DCGAN_MODEL", str(model))
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    # Each lifespan of the app makes a new service instance, which reads the environment.
-    with TestClient(_asgi_app()) as client:
+    import service.service as svc
+    from service.guard import RequestGuard
+
+    settings, error = svc.read_settings({"DCGAN_MODEL": str(model), **env})
+    assert settings.limits == svc.LIMITS, "limits are fixed at import: test them with a server"
+    monkeypatch.setattr(svc, "SETTINGS", settings)
+    monkeypatch.setattr(svc, "SETTINGS_ERROR", error)
+    app = _asgi_app()
+    if settings.api_token:
+        routes = {"/sample": svc.SampleRequest, "/interpolate": svc.InterpolateRequest}
+        app = RequestGuard(app, routes=routes, max_body_bytes=settings.max_body_bytes,
+                           token=settings.api_token)
+    with TestClient(app) as client:
         deadline = time.time() + 30
         while time.time() < deadline:
             info = client.get("/model").json()
@@ -168,8 +182,21 @@ def test_an_unknown_store_tag_is_reported(monkeypatch, caplog):
 def test_a_bad_setting_is_reported_not_raised(monkeypatch, tiny_onnx, caplog):
     with serving_app(monkeypatch, tiny_onnx, DCGAN_BATCH_WAIT="sometimes") as client:
         info, errors = _broken(client, caplog)
-    assert "DCGAN_BATCH_WAIT" in info["error"]
-    _one_clean_line(errors)
+    assert "DCGAN_BATCH_WAIT=sometimes: must be one of queue, adaptive" in info["error"]
+    assert "DCGAN_BATCH_WAIT=sometimes" in _one_clean_line(errors)
+
+
+def test_bad_settings_are_reported_together_one_line_each(monkeypatch, tiny_onnx, caplog):
+    with serving_app(monkeypatch, tiny_onnx, DCGAN_MAX_BATCH_SIZE="abc", DCGAN_DEVICE="tpu",
+                     DCGAN_BATCHING="maybe") as client:
+        info, errors = _broken(client, caplog)
+    lines = [r.getMessage() for r in errors]
+    assert len(lines) == 3 and all(r.exc_info is None for r in errors), lines
+    for expected in ("DCGAN_MAX_BATCH_SIZE=abc: must be an integer from 2 to 4096",
+                     "DCGAN_DEVICE=tpu: must be one of auto, cpu, cuda",
+                     "DCGAN_BATCHING=maybe: must be one of 1, 0, true, false"):
+        assert expected in info["error"]
+        assert sum(expected in line for line in lines) == 1, lines
 
 
 def test_importing_the_service_does_not_import_torch():

@@ -1,0 +1,138 @@
+"""The guard in front of the generation routes: an ASGI middleware that checks the
+bearer token, the body size, the JSON and the request model, in that order, before
+BentoML or the generator sees the request, and answers 401/413/415/400 itself with a
+message that names the field and what it accepts (`describe`).
+
+What it checks against (the token, the body limit, the request models with their
+limits) is given when it is built, from the settings read at start-up.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+
+def error_body(message: str, field: str | None = None) -> dict[str, Any]:
+    return {"error": message, "detail": [{"loc": [field] if field else [], "msg": message}]}
+
+
+def describe(exc: ValidationError, model: type[BaseModel]) -> dict[str, Any]:
+    """A pydantic error -> {"error": one line per field, "detail": [{loc, msg}]}: each
+    message names the field and says what it accepts (the model's `RULES`)."""
+    rules = getattr(model, "RULES", {})
+    messages: dict[str, str] = {}
+    for err in exc.errors(include_url=False):
+        field = str(err["loc"][0]) if err["loc"] else "body"
+        if field in messages:  # a union reports one error per branch: keep one line
+            continue
+        if err["type"] == "extra_forbidden":
+            messages[field] = f"{field}: unknown field (accepted: {', '.join(model.model_fields)})"
+        elif err["type"] == "missing":
+            messages[field] = f"{field} is required: {rules.get(field, 'see /docs')}"
+        elif field in rules:
+            got = err.get("input") if len(err["loc"]) == 1 else None
+            shown = f", got {_short(got)}" if got is not None else ""
+            messages[field] = f"{field} must be {rules[field]}{shown}"
+        else:
+            messages[field] = f"{field}: {err['msg']}"
+    return {
+        "error": "; ".join(messages.values()),
+        "detail": [{"loc": [f], "msg": m} for f, m in messages.items()],
+    }
+
+
+def _short(value: Any) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class RequestGuard:
+    """ASGI middleware for the generation routes: bearer token, body size, JSON, and the
+    request model, in that order, answering 401/413/415/400 itself. Checking here, before
+    BentoML parses the body, keeps bad input from costing work or logging tracebacks.
+    Health, metrics, the page and /model pass untouched.
+
+    `routes` maps each guarded path to its request model; `token` (None or empty: no
+    token needed) and `max_body_bytes` come from the settings; `on_reject(endpoint,
+    reason)` is told about every refusal."""
+
+    def __init__(self, app, *, routes: Mapping[str, type[BaseModel]], max_body_bytes: int,
+                 token: str | None = None,
+                 on_reject: Callable[[str, str], None] | None = None) -> None:
+        self.app = app
+        self.routes = dict(routes)
+        self.token = (token or "").encode()
+        self.max_body_bytes = max_body_bytes
+        self.on_reject = on_reject or (lambda endpoint, reason: None)
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path", "").rstrip("/")  # "/sample/" is redirected to "/sample"
+        model = self.routes.get(path) if scope["type"] == "http" else None
+        if model is None or scope.get("method") != "POST":
+            return await self.app(scope, receive, send)
+        endpoint = path.strip("/")
+        headers = dict(scope.get("headers") or [])
+
+        async def refuse(status: int, reason: str, message: str, body=None) -> None:
+            self.on_reject(endpoint, reason)
+            payload = json.dumps(body or error_body(message)).encode()
+            extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+            await send({"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()), *extra]})
+            await send({"type": "http.response.body", "body": payload})
+
+        if self.token:
+            given = headers.get(b"authorization", b"")
+            if not (given.startswith(b"Bearer ") and hmac.compare_digest(given[7:], self.token)):
+                return await refuse(401, "unauthorized", "a bearer token is required: "
+                                    "send the header 'Authorization: Bearer <token>'")
+        limit = self.max_body_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return await refuse(413, "too_large", f"request body: at most {limit} bytes")
+        content_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip()
+        if content_type not in (b"application/json", b""):
+            return await refuse(415, "unsupported_media_type",
+                                "request body: send JSON with 'Content-Type: application/json'")
+        body = bytearray()
+        while True:  # read it all (bounded), then hand BentoML the same bytes
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > limit:
+                return await refuse(413, "too_large", f"request body: at most {limit} bytes")
+            if not message.get("more_body", False):
+                break
+        try:
+            data = json.loads(body or b"{}")
+        except (ValueError, RecursionError):
+            return await refuse(400, "malformed_json", "request body: not valid JSON")
+        if not isinstance(data, dict):
+            return await refuse(400, "malformed_json", "request body: a JSON object is expected")
+        try:
+            model.model_validate(data)
+        except ValidationError as exc:
+            return await refuse(400, "invalid", "", describe(exc, model))
+        except RecursionError:
+            return await refuse(400, "invalid", "request body: nested too deeply")
+
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body or b"{}"), "more_body": False}
+
+        await self.app(scope, replay, send)

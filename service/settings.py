@@ -1,0 +1,161 @@
+"""The service's settings: every DCGAN_* environment variable it reads, in one frozen
+dataclass, read once at start-up with `Settings.from_env()`.
+
+Each field carries its variable, what it accepts and what it means (`field(metadata=...)`);
+the README's settings table lists the same (tests/test_settings.py compares them). An
+empty variable counts as unset. Every bad value is reported, all at once, in one line
+each, naming the variable and what it accepts, as one `SettingsError`: the service then
+stays up, not ready, with those lines as its reason (service/service.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any
+
+from service.schemas import Limits
+
+BOOLEANS = {"1": True, "0": False, "true": True, "false": False,
+            "yes": True, "no": False, "on": True, "off": False}
+
+
+class SettingsError(ValueError):
+    """Bad settings; `problems` has one line per bad variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _setting(env: str, default: Any, *, meaning: str, kind: type = str,
+             low: int | None = None, high: int | None = None,
+             choices: tuple[str, ...] | None = None, accepts: str | None = None,
+             secret: bool = False) -> Any:
+    """A field and its documentation: the variable, what it accepts (said in the error
+    line for a bad value), and what it means. `kind` int takes `low` .. `high`; str takes
+    `choices` when given."""
+    if accepts is None:
+        if kind is int:
+            accepts = f"an integer from {low} to {high}"
+        elif kind is bool:
+            accepts = f"one of {', '.join(BOOLEANS)}"
+        elif choices:
+            accepts = f"one of {', '.join(choices)}"
+        else:
+            accepts = "any text"
+    return field(default=default, metadata={
+        "env": env, "kind": kind, "low": low, "high": high, "choices": choices,
+        "accepts": accepts, "meaning": meaning, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the service is told by its environment (defaults: the service as shipped)."""
+
+    model: str | None = _setting(
+        "DCGAN_MODEL", None, accepts="a model-store tag or the path of an .onnx file",
+        meaning="the generator; unset: the store's `dcgan-mnist:latest` if present, "
+                "else the bundled file")
+    api_token: str | None = _setting(
+        "DCGAN_API_TOKEN", None, accepts="printable ASCII without spaces", secret=True,
+        meaning="when set, `/sample` and `/interpolate` need "
+                "`Authorization: Bearer <token>`")
+    device: str = _setting(
+        "DCGAN_DEVICE", "auto", choices=("auto", "cpu", "cuda"),
+        meaning="where ONNX Runtime runs; `auto`: the GPU when there is one")
+    batching: bool = _setting(
+        "DCGAN_BATCHING", True, kind=bool,
+        meaning="off: one ONNX Runtime call per request")
+    max_batch_size: int = _setting(
+        "DCGAN_MAX_BATCH_SIZE", 64, kind=int, low=2, high=4096,
+        meaning="images per ONNX Runtime call")
+    max_latency_ms: int = _setting(
+        "DCGAN_MAX_LATENCY_MS", 20000, kind=int, low=1, high=600_000,
+        meaning="a request queued longer gets 503")
+    batch_wait: str = _setting(
+        "DCGAN_BATCH_WAIT", "queue", choices=("queue", "adaptive"),
+        meaning="`queue`: a batch leaves as soon as the generator is free; `adaptive`: "
+                "BentoML's own rule, which may hold a lone request hoping for company "
+                "(and after a burst held a lone client's requests 60-80 ms for over 30 s here)")
+    inline_images: int | None = _setting(
+        "DCGAN_INLINE_IMAGES", None, kind=int, low=0, high=4096,
+        meaning="merged batches of up to this many images run in the event loop's thread, "
+                "larger ones in a worker thread; unset: `DCGAN_MAX_BATCH_SIZE` on CPU, "
+                "`0` on a GPU")
+    ort_threads: int | None = _setting(
+        "DCGAN_ORT_THREADS", None, kind=int, low=1, high=1024,
+        meaning="ONNX Runtime intra-op threads; they never spin; unset: the CPUs available "
+                "(cgroup quota included)")
+    max_n: int = _setting(
+        "DCGAN_MAX_N", 128, kind=int, low=1, high=4096,
+        meaning="most images per `/sample` request (fewer for big images: at most 2^22 "
+                "values per request)")
+    max_steps: int = _setting(
+        "DCGAN_MAX_STEPS", 64, kind=int, low=2, high=4096,
+        meaning="most frames per `/interpolate` request")
+    max_body_bytes: int = _setting(
+        "DCGAN_MAX_BODY_BYTES", 64 * 1024, kind=int, low=1, high=64 * 1024 * 1024,
+        meaning="largest request body; a larger one gets 413")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """The settings in `environ`; raises SettingsError listing every bad value."""
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for f in fields(cls):
+            raw = environ.get(f.metadata["env"], "")
+            if raw == "":
+                continue
+            try:
+                values[f.name] = _parse(f, raw)
+            except ValueError:
+                problems.append(bad_value_line(f, raw))
+        if problems:
+            raise SettingsError(problems)
+        return cls(**values)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_n=self.max_n, max_steps=self.max_steps,
+                      max_body_bytes=self.max_body_bytes)
+
+
+def describe_fields() -> list[dict[str, Any]]:
+    """One row per setting: variable, default, accepts, meaning (the README's table)."""
+    return [{"variable": f.metadata["env"], "default": f.default, "accepts": f.metadata["accepts"],
+             "meaning": f.metadata["meaning"]} for f in fields(Settings) if f.default is not MISSING]
+
+
+def bad_value_line(f: Field, raw: str) -> str:
+    """`DCGAN_X=value: must be <what it accepts>`; a secret's value is never shown."""
+    name = f.metadata["env"]
+    if f.metadata["secret"]:
+        shown = name
+    elif raw.isprintable() and len(raw) <= 40:
+        shown = f"{name}={raw}"
+    else:
+        shown = f"{name}={raw[:40]!r}"
+    return f"{shown}: must be {f.metadata['accepts']}"
+
+
+def _parse(f: Field, raw: str) -> Any:
+    meta = f.metadata
+    kind = meta["kind"]
+    if kind is bool:
+        if (flag := BOOLEANS.get(raw.strip().lower())) is None:
+            raise ValueError(raw)
+        return flag
+    if kind is int:
+        value = int(raw)  # ValueError for anything but an integer
+        if not meta["low"] <= value <= meta["high"]:
+            raise ValueError(raw)
+        return value
+    if meta["choices"] and raw not in meta["choices"]:
+        raise ValueError(raw)
+    if meta["secret"] and not all("!" <= c <= "~" for c in raw):
+        # A header cannot carry it as sent: a stray newline from a secret file, say,
+        # would otherwise lock every client out without a word.
+        raise ValueError("not printable ASCII")
+    return raw
