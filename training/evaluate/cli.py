@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from training.evaluate_toys import PUBLISHED_GAN
+from training.evaluate.toys import PUBLISHED_GAN
 
 
 def _number(value, digits: int = 3) -> str:
@@ -93,7 +93,7 @@ def evaluate_command(
     memorisation, and the PacGAN figures for the 2-D toys."""
     import torch
 
-    from training.evaluate import evaluate
+    from training.evaluate.evaluator import evaluate
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         typer.echo("error: --device cuda was asked for, but no CUDA device is available", err=True)
