@@ -224,3 +224,13 @@ def test_cli_evaluates_a_checkpoint_and_an_onnx_file(cache, tmp_path):
     missing = runner.invoke(app, ["evaluate", str(tmp_path / "nothing.pt")])
     assert missing.exit_code == 1 and "Traceback" not in missing.output
     assert len(missing.output.strip().splitlines()) == 1
+
+
+def test_the_command_raises_and_leaves_printing_to_the_clis_handler(tmp_path):
+    """The error line comes from the CLI's one handler: the command on its own prints
+    nothing and raises."""
+    alone = typer.Typer()
+    alone.command("evaluate")(evaluate_command)
+    alone.command("other")(lambda: None)  # two commands, so "evaluate" is a subcommand
+    result = CliRunner().invoke(alone, ["evaluate", str(tmp_path / "nothing.pt")])
+    assert isinstance(result.exception, FileNotFoundError) and result.output == ""
