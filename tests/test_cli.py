@@ -254,6 +254,23 @@ def test_bad_options_of_sample_interpolate_and_export(tiny_run, conditional_run,
     assert not out.exists()
 
 
+def test_evaluate_errors_go_through_the_one_handler(tiny_run, tmp_path):
+    """The evaluate command raises; the CLI's handler prints the one line."""
+    assert_user_error(run("evaluate", tiny_run, "--dataset", "digits", "--metrics", "bogus"),
+                      "unknown metric 'bogus'; choose from: fd, kid, coverage, modes, nn, inception")
+    assert_user_error(run("evaluate", tiny_run, "--dataset", "cifar10"),
+                      "1-channel images but cifar10 has 3-channel images")
+    assert_user_error(run("evaluate", tiny_run, "--dataset", "sharks"), "unknown dataset 'sharks'")
+    assert_user_error(run("evaluate", tmp_path / "missing.pt"), "no checkpoint, run directory or ONNX")
+    assert_user_error(run("evaluate", tmp_path / "[old].pt"), "[old].pt")  # plain text, not markup
+    if not torch.cuda.is_available():
+        assert_user_error(run("evaluate", tiny_run, "--device", "cuda"),
+                          "--device cuda was asked for, but no CUDA device is available")
+    assert_user_error(run("evaluate", tiny_run, "--json", tmp_path / "x.json", "--metrics", ""),
+                      "no metric asked for")
+    assert not (tmp_path / "x.json").exists()
+
+
 @pytest.mark.parametrize(
     "command, options",
     [

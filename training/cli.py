@@ -17,8 +17,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from training.evaluate_cli import evaluate_command
+from training.evaluate.cli import evaluate_command
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -31,11 +32,12 @@ out = Console()
 def _user_errors():
     from models.card import CardError
     from training.checkpoint import CheckpointError
+    from training.evaluate.errors import EvaluationError
     from training.export import ExportError
     from training.loop import TrainingError
 
     return (ValueError, FileNotFoundError, NotADirectoryError, CardError, CheckpointError,
-            ExportError, TrainingError)
+            EvaluationError, ExportError, TrainingError)
 
 
 def clean_errors(command):
@@ -46,7 +48,8 @@ def clean_errors(command):
         try:
             return command(*args, **kwargs)
         except _user_errors() as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            # escaped: a message is plain text, and may hold [brackets] (paths, shapes)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted; the last checkpoint is kept (resume with --resume RUN_DIR)")
