@@ -19,6 +19,7 @@ from models.card import ModelCard
 from training.checkpoint import load_checkpoint, load_generator
 from training.config import LOSSES
 from training.loop import TrainingError, train
+from training.run import failure_warnings
 
 REPO = Path(__file__).resolve().parents[1]
 N = 6  # steps before the simulated stop; the whole run is 2N
@@ -274,16 +275,16 @@ def test_failure_warnings_from_a_record():
     torch.manual_seed(0)
     diverse = torch.rand(64, 1, 16, 16) * 2 - 1
     record = dict(fine)
-    assert loop._failure_warnings(record, diverse, "nonsaturating") == []
+    assert failure_warnings(record, diverse, "nonsaturating") == []
     assert record["sample_spread"] > 0.5
     same = diverse[:1].repeat(64, 1, 1, 1)
-    assert [w[:13] for w in loop._failure_warnings(dict(fine), same, "hinge")] == ["mode collapse"]
+    assert [w[:13] for w in failure_warnings(dict(fine), same, "hinge")] == ["mode collapse"]
 
     winning = {**fine, "d_loss": 0.001}
-    assert "D wins outright" in loop._failure_warnings(winning, None, "minimax")[0]
-    assert loop._failure_warnings(winning, None, "wgan") == []  # critic losses may be anything
+    assert "D wins outright" in failure_warnings(winning, None, "minimax")[0]
+    assert failure_warnings(winning, None, "wgan") == []  # critic losses may be anything
     exploding = {**fine, "grad_norm_g": float("inf"), "grad_norm_d": 5e3}
-    warnings = loop._failure_warnings(exploding, None, "hinge")
+    warnings = failure_warnings(exploding, None, "hinge")
     assert warnings == ["G gradient norm exploding (inf)", "D gradient norm exploding (5e+03)"]
 
 
