@@ -229,9 +229,9 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     `evaluator(generator) -> {"fd": ..., ...}` runs every `eval_every` steps; by default
     the periodic evaluator of the run's dataset.
     """
-    if unresolved(config):
+    if left := unresolved(config):
         raise ValueError("train takes a resolved config (training.config.resolve); "
-                         f"still to be chosen: {', '.join(unresolved(config))}")
+                         f"still to be chosen: {', '.join(left)}")
     # Set-up: processes, data, networks, then the run directory.
     state = load_checkpoint(resume) if resume is not None else None
     rank, world, device = _processes(config)
@@ -248,13 +248,14 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     run = Run(config, gan, state, device, rank, world, progress, evaluator)
     try:
         while step < config.steps:
-            # Discriminator: k steps, each on its own real batch and fresh latents.
+            # Discriminator: k steps, each on its own real batch and fresh latents (Algorithm 1).
             for k in range(config.d_steps):
                 real, labels = next(real_batches)
                 latents = torch.randn(real.shape[0], config.nz, device=device)
                 fake, d_loss, logits = _discriminator_step(config, gan, real, latents, labels, step,
                                                            keep_graph=k == config.d_steps - 1)
-            # Generator: one step on the last fakes, with the labels they were made for.
+            # Generator: one step on the last fakes (their graph is kept: no second forward
+            # pass of G), with the labels they were made for.
             g_loss = _generator_step(config, gan, fake, labels, step)
             step += 1
             # EMA of G's weights; the warm-up keeps early averages from holding the random

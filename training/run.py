@@ -146,14 +146,16 @@ class Run:
             step, self.best_fd = int(state["step"]), float(state.get("best_fd", math.inf))
             self.card.quality = dict(state["card"].get("quality", {}))
         self.ema_stats_step = -1
-        # Their own generator: the same grid at every step of every run of this seed.
+        # their own generator: the same grid at every step, the training stream untouched
         fixed = torch.Generator().manual_seed(config.seed + 12345)
         self.fixed_latents = torch.randn(NUM_FIXED_SAMPLES, config.nz, generator=fixed).to(device)
         num_classes = self.card.num_classes
         self.fixed_labels = (torch.arange(NUM_FIXED_SAMPLES) % num_classes).to(device) if num_classes else None
-        self.writer = self.metrics_file = self.bar = None
-        self.evaluator = None
+        self.writer = self.metrics_file = self.bar = self.evaluator = None
         if self.is_main:
+            # first: an evaluator that cannot be built must not leave a progress bar running
+            if config.eval_every:
+                self.evaluator = evaluator if evaluator is not None else self._periodic_evaluator()
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(self.run_dir / "config.json",
                          lambda f: f.write(json.dumps(config.to_dict(), indent=2).encode()))
@@ -165,8 +167,6 @@ class Run:
             self.metrics_file = (self.run_dir / "metrics.jsonl").open("a")
             if progress:
                 self.bar, self.task = _progress_bar(config.steps, step)
-            if config.eval_every:
-                self.evaluator = evaluator if evaluator is not None else self._periodic_evaluator()
         self.started = self.window_start = time.perf_counter()
         self.window_step = step
 
