@@ -4,6 +4,8 @@ and a one-line error with exit code 1 for every mistake a user can make."""
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +96,30 @@ def test_dry_run_of_a_resume_keeps_the_saved_options(trained):
     assert config["steps"] == 100  # the new option
     assert config["nz"] == 16 and config["ngf"] == 8 and config["image_size"] == 16  # saved ones
     assert config["run_dir"] == str(trained)
+
+
+def test_a_run_writes_the_config_its_dry_run_printed(tmp_path, monkeypatch):
+    """Resolved once: config.json holds what --dry-run printed for the same options,
+    the recorded command included, for a new run and for a resumed one."""
+    run_dir = tmp_path / "run"
+
+    def typed(*args: str | Path):  # the command is recorded from sys.argv, as a shell sets it
+        monkeypatch.setattr(sys, "argv", ["dcgan", *map(str, args)])
+        return ok(*args)
+
+    new = ("train", "--dataset", "digits", "--image-size", "16", "--nz", "8", "--ngf", "4",
+           "--ndf", "4", "--batch-size", "8", "--steps", "2", "--device", "cpu", "--threads", "1",
+           "--no-progress", "--run-dir", run_dir)
+    printed = json.loads(typed(*new, "--dry-run").stdout)
+    typed(*new)
+    assert json.loads((run_dir / "config.json").read_text()) == printed
+    assert printed["command"] == shlex.join(["dcgan", *map(str, new)])  # without --dry-run
+
+    resumed = ("train", "--resume", run_dir, "--steps", "3", "--lr-d", "1e-4", "--no-progress")
+    printed = json.loads(typed(*resumed, "--dry-run").stdout)
+    typed(*resumed)
+    assert json.loads((run_dir / "config.json").read_text()) == printed
+    assert printed["steps"] == 3 and printed["lr_d"] == 1e-4 and printed["nz"] == 8
 
 
 # --- export, sample, interpolate ----------------------------------------------------------------

@@ -58,8 +58,8 @@ def clean_errors(command):
     return wrapper
 
 
-def _command_line() -> str:
-    return shlex.join(["dcgan", *sys.argv[1:]])
+def _command_line(drop: str | None = None) -> str:
+    return shlex.join(["dcgan", *(arg for arg in sys.argv[1:] if arg != drop)])
 
 
 @app.command()
@@ -108,8 +108,7 @@ def train(
 ) -> None:
     """Train a generator; writes checkpoints, samples and metrics to the run directory."""
     from training.checkpoint import load_checkpoint
-    from training.config import TrainConfig
-    from training.loop import resolve
+    from training.config import TrainConfig, resolve
     from training.loop import train as run_training
 
     options = locals()  # the comprehension below has its own scope
@@ -121,22 +120,14 @@ def train(
         saved = load_checkpoint(resume)["config"]
         config = TrainConfig.from_dict({**saved, **given})
     else:
-        config = TrainConfig(**given, command=_command_line())
-    resolved = resolve(config)
+        # the command that trains, so that a dry run prints the config.json it would write
+        config = TrainConfig(**given, command=_command_line(drop="--dry-run"))
+    config = resolve(config)
     if dry_run:
-        out.print_json(json.dumps(resolved.to_dict()))
+        out.print_json(json.dumps(config.to_dict()))
         return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    evaluator = None
-    if resolved.eval_every:
-        from training.evaluate import PeriodicEvaluator
-        from training.loop import model_spec
-
-        spec = model_spec(resolved)
-        evaluator = PeriodicEvaluator(
-            resolved.dataset, resolved.image_size, resolved.channels or 0, spec.get("num_classes", 0),
-            root=resolved.data_root, num_samples=resolved.eval_samples, device=resolved.device)
-    run_dir = run_training(config, resume=resume, progress=progress, evaluator=evaluator)
+    run_dir = run_training(config, resume=resume, progress=progress)
     out.print(f"run directory: {run_dir}")
 
 
