@@ -232,6 +232,19 @@ def test_training_errors(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no debris from failed runs
 
 
+def test_a_resume_with_another_architecture_is_refused_in_one_line(trained):
+    """The run was made with --ngf 8: a resume asking for 32 would load weights of
+    another shape (a 57-line size-mismatch traceback before)."""
+    before = sorted(p.name for p in trained.iterdir())
+    assert_user_error(run("train", "--resume", trained, "--ngf", "32", "--nz", "64"),
+                      "keeps its architecture", "--ngf 32 (the run has 8)", "--nz 64 (the run has 16)")
+    assert_user_error(run("train", "--resume", trained, "--conditional", "--dry-run"),
+                      "--conditional True (the run has False)")
+    # The same value as the run's is no change.
+    assert ok("train", "--resume", trained, "--ngf", "8", "--steps", "100", "--dry-run")
+    assert sorted(p.name for p in trained.iterdir()) == before
+
+
 def test_broken_sources(tmp_path, tiny_run):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"this is not a checkpoint")

@@ -108,7 +108,7 @@ def train(
 ) -> None:
     """Train a generator; writes checkpoints, samples and metrics to the run directory."""
     from training.checkpoint import load_checkpoint
-    from training.config import TrainConfig, resolve
+    from training.config import TrainConfig, resolve, resume_config
     from training.loop import train as run_training
 
     options = locals()  # the comprehension below has its own scope
@@ -117,8 +117,7 @@ def train(
     if "run_dir" in given:
         given["run_dir"] = str(given["run_dir"])
     if resume is not None:
-        saved = load_checkpoint(resume)["config"]
-        config = TrainConfig.from_dict({**saved, **given})
+        config = resume_config(load_checkpoint(resume)["config"], given)
     else:
         # the command that trains, so that a dry run prints the config.json it would write
         config = TrainConfig(**given, command=_command_line(drop="--dry-run"))

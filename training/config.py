@@ -23,6 +23,12 @@ class TrainingError(RuntimeError):
     """Training cannot go on (diverged, bad options for this dataset); one-line message."""
 
 
+# Options that shape the networks or what they are trained on: a resumed run keeps them
+# (its saved weights fit no other shape).
+ARCHITECTURE_OPTIONS = ("dataset", "image_size", "channels", "conditional", "arch", "nz", "ngf",
+                        "ndf", "mlp_hidden", "pack", "d_norm")
+
+
 @dataclass
 class TrainConfig:
     # data
@@ -163,3 +169,15 @@ def unresolved(config: TrainConfig) -> list[str]:
     left = [name for name in ("arch", "nz", "d_norm", "run_dir", "amp", "channels_last")
             if getattr(config, name) is None]
     return left + (["device"] if config.device == "auto" else []) + ([] if config.name else ["name"])
+
+
+def resume_config(saved: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
+    """The saved config of a run with the options given on the command line on top;
+    an architecture option that differs from the run's is refused in one line."""
+    changed = [f"--{name.replace('_', '-')} {given[name]} (the run has {saved.get(name)})"
+               for name in ARCHITECTURE_OPTIONS
+               if name in given and given[name] != saved.get(name)]
+    if changed:
+        raise TrainingError("a resumed run keeps its architecture and data; leave out "
+                            + ", ".join(changed))
+    return TrainConfig.from_dict({**saved, **given})
