@@ -169,6 +169,20 @@ def test_every_loss_trains_with_finite_losses(loss, tmp_path, make_tiny_config):
                    if "running" not in k and "num_batches" not in k) <= 0.01
 
 
+def test_compile_with_a_gradient_penalty_trains_with_d_eager(tmp_path, make_tiny_config, caplog):
+    """torch.compile cannot differentiate R1's gradient: the bundled generator's own
+    recipe (--r1) crashed at the first D step with --compile. D now stays eager."""
+    caplog.set_level("INFO", logger="dcgan.train")
+    config = make_tiny_config(tmp_path, r1=1.0, compile=True, steps=2, log_every=1)
+    logged = records(train(config, progress=False))
+    assert [r["step"] for r in logged] == [1, 2]
+    assert all(math.isfinite(r["d_loss"]) and math.isfinite(r["r1"] if "r1" in r else 0.0)
+               for r in logged)
+    assert "D stays eager" in caplog.text
+    assert loop.needs_double_backward(make_tiny_config(tmp_path, loss="wgan-gp"))
+    assert not loop.needs_double_backward(make_tiny_config(tmp_path))
+
+
 class CountingDataset(torch.utils.data.Dataset):
     def __init__(self, dataset):
         self.dataset, self.fetched = dataset, []
@@ -387,3 +401,20 @@ def test_a_resume_takes_the_learning_rates_it_is_given(tmp_path, make_tiny_confi
     assert [g["lr"] for g in state["opt_g"]["param_groups"]] == [1e-5]
     assert [g["lr"] for g in state["opt_d"]["param_groups"]] == [3e-5]
     assert state["config"]["lr_g"] == 1e-5
+
+
+def test_two_processes_train_with_distributed_data_parallel(tmp_path):
+    """torchrun with two CPU processes (gloo on loopback): the process group starts with
+    the project's options (timeout, device binding) and rank 0 writes the run."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    run_dir = tmp_path / "ddp"
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "training.cli",
+               "train", "--dataset", "mnist5k", "--image-size", "16", "--nz", "16", "--ngf", "8",
+               "--ndf", "8", "--batch-size", "8", "--steps", "3", "--log-every", "1",
+               "--device", "cpu", "--threads", "1", "--run-dir", str(run_dir), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_checkpoint(run_dir)["step"] == 3
+    assert [r["step"] for r in records(run_dir)] == [1, 2, 3]

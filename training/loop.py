@@ -15,9 +15,11 @@ writes.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -31,6 +33,14 @@ from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, TrainingError, unresolved
 from training.data import load_dataset
 from training.run import Run, model_spec
+
+log = logging.getLogger("dcgan.train")
+DIST_TIMEOUT = timedelta(hours=1)
+
+
+def needs_double_backward(config: TrainConfig) -> bool:
+    """R1 and WGAN-GP penalise the gradient of D's output w.r.t. its input."""
+    return config.r1 > 0 or config.loss == "wgan-gp"
 
 
 class EpochBatches(torch.utils.data.Sampler):
@@ -82,11 +92,19 @@ def _processes(config: TrainConfig) -> tuple[int, int, torch.device]:
     """This process's rank, the number of processes (torchrun sets both), its device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if config.device == "cuda" else "gloo")
+    device = torch.device("cpu")
     if config.device == "cuda":
-        return rank, world, torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return rank, world, torch.device("cpu")
+        # Bound before the process group exists, so that each rank's NCCL communicator,
+        # pinned memory and evaluator live on its own GPU, not all on GPU 0.
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        # Rank 0 evaluates alone every eval_every steps while the others wait in the
+        # next collective: allow that longer than the default 10 minutes.
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=DIST_TIMEOUT,
+                                device_id=device if device.type == "cuda" else None)
+    return rank, world, device
 
 
 def _build(config: TrainConfig, device: torch.device, state: dict | None,
@@ -129,7 +147,14 @@ def _build(config: TrainConfig, device: torch.device, state: dict | None,
         g_train = DistributedDataParallel(generator, device_ids=ids)
         d_train = DistributedDataParallel(discriminator, device_ids=ids)
     if config.compile:
-        g_train, d_train = torch.compile(g_train), torch.compile(d_train)
+        g_train = torch.compile(g_train)
+        if needs_double_backward(config):
+            # torch.compile's autograd cannot differentiate a gradient (R1, WGAN-GP take
+            # one of D's output w.r.t. its input): D stays eager, G is compiled.
+            log.info("--compile: D stays eager (%s needs a double backward); G is compiled",
+                     "R1" if config.r1 > 0 else "the gradient penalty")
+        else:
+            d_train = torch.compile(d_train)
     generator.train()
     discriminator.train()
     return GAN(generator, discriminator, ema, opt_g, opt_d, g_train, d_train,
