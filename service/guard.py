@@ -21,37 +21,83 @@ def error_body(message: str, field: str | None = None) -> dict[str, Any]:
     return {"error": message, "detail": [{"loc": [field] if field else [], "msg": message}]}
 
 
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark, which RFC 8259 lets a parser ignore
+MAX_DETAILS = 10  # entries of `detail`; the rest are counted, not listed
+MAX_ERROR_CHARS = 2000  # of the one-line `error`: a bad request cannot buy a big answer
+
+
 def describe(exc: ValidationError, model: type[BaseModel]) -> dict[str, Any]:
     """A pydantic error -> {"error": one line per field, "detail": [{loc, msg}]}: each
-    message names the field and says what it accepts (the model's `RULES`)."""
+    message names the field and says what it accepts (the model's `RULES`). Unknown
+    fields share one message, and both parts are capped, so the answer stays small
+    whatever the request holds."""
     rules = getattr(model, "RULES", {})
     messages: dict[str, str] = {}
+    unknown: list[str] = []
     for err in exc.errors(include_url=False):
         field = str(err["loc"][0]) if err["loc"] else "body"
+        if err["type"] == "extra_forbidden":
+            unknown.append(field)
+            continue
         if field in messages:  # a union reports one error per branch: keep one line
             continue
-        if err["type"] == "extra_forbidden":
-            messages[field] = f"{field}: unknown field (accepted: {', '.join(model.model_fields)})"
-        elif err["type"] == "missing":
+        if err["type"] == "missing":
             messages[field] = f"{field} is required: {rules.get(field, 'see /docs')}"
         elif field in rules:
             got = err.get("input") if len(err["loc"]) == 1 else None
             shown = f", got {_short(got)}" if got is not None else ""
             messages[field] = f"{field} must be {rules[field]}{shown}"
         else:
-            messages[field] = f"{field}: {err['msg']}"
-    return {
-        "error": "; ".join(messages.values()),
-        "detail": [{"loc": [f], "msg": m} for f, m in messages.items()],
-    }
+            messages[field] = f"{field}: {_short(err['msg'], 120)}"
+    if unknown:
+        shown = ", ".join(_short(name, 40) for name in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        word = "field" if len(unknown) == 1 else "fields"
+        messages[unknown[0]] = (f"unknown {word} {shown}{more} "
+                                f"(accepted: {', '.join(model.model_fields)})")
+    error = "; ".join(messages.values())
+    if len(error) > MAX_ERROR_CHARS:
+        error = error[: MAX_ERROR_CHARS - 3] + "..."
+    detail = [{"loc": [f], "msg": m} for f, m in list(messages.items())[:MAX_DETAILS]]
+    return {"error": error, "detail": detail}
 
 
-def _short(value: Any) -> str:
+def _short(value: Any, limit: int = 40) -> str:
     try:
-        text = json.dumps(value)
+        text = value if isinstance(value, str) and limit > 40 else json.dumps(value)
     except (TypeError, ValueError):
         text = type(value).__name__
-    return text if len(text) <= 40 else text[:37] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_json(body: bytes) -> Any:
+    """The request body as JSON (RFC 8259): UTF-8, a leading byte-order mark ignored.
+    (NaN and Infinity parse here, so that the request model names the field they are
+    in.) Raises ValueError with the one-line reason."""
+    if body.startswith(BOM):
+        body = body[len(BOM):]
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("request body: JSON must be UTF-8 encoded") from None
+    try:
+        return json.loads(text or "{}")
+    except RecursionError:
+        raise ValueError("request body: nested too deeply") from None
+    except ValueError:
+        raise ValueError("request body: not valid JSON") from None
+
+
+def bearer_token(values: list[bytes]) -> bytes | None:
+    """The credentials of the one `Authorization: Bearer <token>` header (the scheme is
+    case-insensitive, RFC 7235), or None when there is none, another scheme, or more
+    than one header (which of two tokens counts would be a guess)."""
+    if len(values) != 1:
+        return None
+    scheme, _, credentials = values[0].strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    return credentials.strip()
 
 
 class RequestGuard:
@@ -79,7 +125,8 @@ class RequestGuard:
         if model is None or scope.get("method") != "POST":
             return await self.app(scope, receive, send)
         endpoint = path.strip("/")
-        headers = dict(scope.get("headers") or [])
+        raw_headers = list(scope.get("headers") or [])
+        headers = dict(raw_headers)
 
         async def refuse(status: int, reason: str, message: str, body=None) -> None:
             self.on_reject(endpoint, reason)
@@ -91,16 +138,20 @@ class RequestGuard:
             await send({"type": "http.response.body", "body": payload})
 
         if self.token:
-            given = headers.get(b"authorization", b"")
-            if not (given.startswith(b"Bearer ") and hmac.compare_digest(given[7:], self.token)):
+            given = [value for name, value in raw_headers if name == b"authorization"]
+            if len(given) > 1:
+                return await refuse(400, "unauthorized", "send one Authorization header, "
+                                    f"not {len(given)}")
+            token = bearer_token(given)
+            if token is None or not hmac.compare_digest(token, self.token):
                 return await refuse(401, "unauthorized", "a bearer token is required: "
                                     "send the header 'Authorization: Bearer <token>'")
         limit = self.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return await refuse(413, "too_large", f"request body: at most {limit} bytes")
-        content_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip()
-        if content_type not in (b"application/json", b""):
+        content_type = headers.get(b"content-type", b"application/json").split(b";")[0]
+        if content_type.strip().lower() not in (b"application/json", b""):
             return await refuse(415, "unsupported_media_type",
                                 "request body: send JSON with 'Content-Type: application/json'")
         body = bytearray()
@@ -114,9 +165,9 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         try:
-            data = json.loads(body or b"{}")
-        except (ValueError, RecursionError):
-            return await refuse(400, "malformed_json", "request body: not valid JSON")
+            data = parse_json(bytes(body))
+        except ValueError as exc:
+            return await refuse(400, "malformed_json", str(exc))
         if not isinstance(data, dict):
             return await refuse(400, "malformed_json", "request body: a JSON object is expected")
         try:
@@ -125,6 +176,12 @@ class RequestGuard:
             return await refuse(400, "invalid", "", describe(exc, model))
         except RecursionError:
             return await refuse(400, "invalid", "request body: nested too deeply")
+        if body.startswith(BOM):
+            # BentoML parses the body again with pydantic's JSON reader, which does not
+            # ignore the mark: hand it the same JSON without it.
+            body = body[len(BOM):]
+            scope = {**scope, "headers": [(k, str(len(body)).encode() if k == b"content-length" else v)
+                                          for k, v in raw_headers]}
 
         replayed = False
 

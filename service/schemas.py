@@ -29,6 +29,9 @@ class Limits:
     min_truncation: float = 0.05  # below this, redrawing latents takes too many draws
     max_truncation: float = 4.0
     max_latent_length: int = 4096  # a sanity bound; the model's nz is checked later
+    # Latent entries are standard normal draws (|z| > 6 has probability 2e-9); far
+    # larger values overflow the generator's float32 arithmetic into NaN images.
+    max_latent_value: float = 100.0
     # Images per request are also capped by pixels, so a 256x256 RGB model cannot be
     # asked for 128 float arrays of 0.8 MB each in one go.
     max_values_per_request: int = 2**22
@@ -56,9 +59,11 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
     ]
     Label = Annotated[int, Field(ge=0, strict=True, description="Class to draw, for a "
                                  "class-conditional model (0 .. num_classes-1). Absent: seed % num_classes.")]
-    Latent = Annotated[list[float], Field(min_length=1, max_length=limits.max_latent_length)]
+    bound = limits.max_latent_value
+    Entry = Annotated[float, Field(ge=-bound, le=bound, allow_inf_nan=False)]
+    Latent = Annotated[list[Entry], Field(min_length=1, max_length=limits.max_latent_length)]
     vector_rule = (f"a seed ({_SEED_RULE}) or a latent vector (a list of up to "
-                   f"{limits.max_latent_length} numbers)")
+                   f"{limits.max_latent_length} numbers, each from {-bound:g} to {bound:g})")
     common_rules = {
         "seed": _SEED_RULE,
         "truncation": f"a number from {limits.min_truncation} to {limits.max_truncation}",

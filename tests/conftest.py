@@ -8,13 +8,13 @@ import pytest
 
 
 def tiny_config(run_dir: Path | str, **overrides):
-    """A TrainConfig that trains in about a second on one CPU core: 16x16 images,
-    8 feature maps, batch 8. Defaults otherwise, so resumes are exact."""
-    from training.config import TrainConfig
+    """A resolved TrainConfig that trains in about a second on one CPU core: 16x16
+    images, 8 feature maps, batch 8. Defaults otherwise, so resumes are exact."""
+    from training.config import TrainConfig, resolve
 
     options = dict(dataset="mnist5k", image_size=16, nz=16, ngf=8, ndf=8, batch_size=8,
                    steps=12, log_every=4, run_dir=str(run_dir), device="cpu", threads=1)
-    return TrainConfig(**{**options, **overrides})
+    return resolve(TrainConfig(**{**options, **overrides}))
 
 
 @pytest.fixture(scope="session", autouse=True)

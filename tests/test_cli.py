@@ -4,6 +4,8 @@ and a one-line error with exit code 1 for every mistake a user can make."""
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +96,30 @@ def test_dry_run_of_a_resume_keeps_the_saved_options(trained):
     assert config["steps"] == 100  # the new option
     assert config["nz"] == 16 and config["ngf"] == 8 and config["image_size"] == 16  # saved ones
     assert config["run_dir"] == str(trained)
+
+
+def test_a_run_writes_the_config_its_dry_run_printed(tmp_path, monkeypatch):
+    """Resolved once: config.json holds what --dry-run printed for the same options,
+    the recorded command included, for a new run and for a resumed one."""
+    run_dir = tmp_path / "run"
+
+    def typed(*args: str | Path):  # the command is recorded from sys.argv, as a shell sets it
+        monkeypatch.setattr(sys, "argv", ["dcgan", *map(str, args)])
+        return ok(*args)
+
+    new = ("train", "--dataset", "digits", "--image-size", "16", "--nz", "8", "--ngf", "4",
+           "--ndf", "4", "--batch-size", "8", "--steps", "2", "--device", "cpu", "--threads", "1",
+           "--no-progress", "--run-dir", run_dir)
+    printed = json.loads(typed(*new, "--dry-run").stdout)
+    typed(*new)
+    assert json.loads((run_dir / "config.json").read_text()) == printed
+    assert printed["command"] == shlex.join(["dcgan", *map(str, new)])  # without --dry-run
+
+    resumed = ("train", "--resume", run_dir, "--steps", "3", "--lr-d", "1e-4", "--no-progress")
+    printed = json.loads(typed(*resumed, "--dry-run").stdout)
+    typed(*resumed)
+    assert json.loads((run_dir / "config.json").read_text()) == printed
+    assert printed["steps"] == 3 and printed["lr_d"] == 1e-4 and printed["nz"] == 8
 
 
 # --- export, sample, interpolate ----------------------------------------------------------------
@@ -206,6 +232,19 @@ def test_training_errors(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no debris from failed runs
 
 
+def test_a_resume_with_another_architecture_is_refused_in_one_line(trained):
+    """The run was made with --ngf 8: a resume asking for 32 would load weights of
+    another shape (a 57-line size-mismatch traceback before)."""
+    before = sorted(p.name for p in trained.iterdir())
+    assert_user_error(run("train", "--resume", trained, "--ngf", "32", "--nz", "64"),
+                      "keeps its architecture", "--ngf 32 (the run has 8)", "--nz 64 (the run has 16)")
+    assert_user_error(run("train", "--resume", trained, "--conditional", "--dry-run"),
+                      "--conditional True (the run has False)")
+    # The same value as the run's is no change.
+    assert ok("train", "--resume", trained, "--ngf", "8", "--steps", "100", "--dry-run")
+    assert sorted(p.name for p in trained.iterdir()) == before
+
+
 def test_broken_sources(tmp_path, tiny_run):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"this is not a checkpoint")
@@ -252,6 +291,23 @@ def test_bad_options_of_sample_interpolate_and_export(tiny_run, conditional_run,
     assert_user_error(run("export", tiny_run, "--out", tmp_path / "x.pt"),
                       "--out must name a .onnx file")
     assert not out.exists()
+
+
+def test_evaluate_errors_go_through_the_one_handler(tiny_run, tmp_path):
+    """The evaluate command raises; the CLI's handler prints the one line."""
+    assert_user_error(run("evaluate", tiny_run, "--dataset", "digits", "--metrics", "bogus"),
+                      "unknown metric 'bogus'; choose from: fd, kid, coverage, modes, nn, inception")
+    assert_user_error(run("evaluate", tiny_run, "--dataset", "cifar10"),
+                      "1-channel images but cifar10 has 3-channel images")
+    assert_user_error(run("evaluate", tiny_run, "--dataset", "sharks"), "unknown dataset 'sharks'")
+    assert_user_error(run("evaluate", tmp_path / "missing.pt"), "no checkpoint, run directory or ONNX")
+    assert_user_error(run("evaluate", tmp_path / "[old].pt"), "[old].pt")  # plain text, not markup
+    if not torch.cuda.is_available():
+        assert_user_error(run("evaluate", tiny_run, "--device", "cuda"),
+                          "--device cuda was asked for, but no CUDA device is available")
+    assert_user_error(run("evaluate", tiny_run, "--json", tmp_path / "x.json", "--metrics", ""),
+                      "no metric asked for")
+    assert not (tmp_path / "x.json").exists()
 
 
 @pytest.mark.parametrize(

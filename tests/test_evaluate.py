@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,16 +16,11 @@ from typer.testing import CliRunner
 
 from models import build_models
 from models.card import ModelCard
+from training.cli import app
 from training.data import load_dataset, toy_modes
-from training.evaluate import (
-    EvaluationError,
-    Evaluator,
-    PeriodicEvaluator,
-    Source,
-    evaluate,
-)
-from training.evaluate_cli import evaluate_command
-from training.evaluate_toys import toy_figures
+from training.evaluate import EvaluationError, Evaluator, PeriodicEvaluator, Source, evaluate
+from training.evaluate.cli import evaluate_command
+from training.evaluate.toys import toy_figures
 
 SIZE, COUNT = 16, 120
 DCGAN = {"nz": 8, "ngf": 8, "ndf": 8, "nc": 1, "image_size": SIZE, "num_classes": 0}
@@ -37,7 +33,7 @@ def cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         path = tmp_path_factory.mktemp("cache")
         patch.setenv("DCGAN_CACHE", str(path))
-        patch.setattr("training.evaluate_features.CLASSIFIER_EPOCHS", 4)
+        patch.setattr("training.evaluate.features.CLASSIFIER_EPOCHS", 4)
         yield path
 
 
@@ -54,6 +50,11 @@ def train_images():
     return images, labels
 
 
+def stand_in(card: ModelCard, generate) -> Source:
+    """Any object with a card and `generate(latents, labels)` is a Source."""
+    return SimpleNamespace(card=card, generate=generate)
+
+
 def pool_source(pool: torch.Tensor, num_classes: int = 0, by_label=None) -> Source:
     """A stand-in generator that returns images from `pool` in turn (or, when
     conditional, an image of the asked label from `by_label`)."""
@@ -68,7 +69,7 @@ def pool_source(pool: torch.Tensor, num_classes: int = 0, by_label=None) -> Sour
         drawn["next"] += len(latents)
         return pool[rows].numpy()
 
-    return Source(card, run, "stand-in")
+    return stand_in(card, run)
 
 
 def test_real_images_score_near_the_floor_and_noise_far_above(digits, train_images):
@@ -116,7 +117,7 @@ def test_the_classifier_is_cached_and_not_trained_again(digits, cache, monkeypat
     def no_training(*args, **kwargs):
         raise AssertionError("the cached classifier was trained again")
 
-    monkeypatch.setattr("training.evaluate_features.train_classifier", no_training)
+    monkeypatch.setattr("training.evaluate.features.train_classifier", no_training)
     again = Evaluator("digits", image_size=SIZE, nc=1, num_samples=COUNT, metrics=["fd"])
     assert again.accuracy == digits.accuracy
     assert files[0].stat().st_mtime_ns == stamp
@@ -156,8 +157,8 @@ def test_toy_evaluation_reports_modes_against_real_points(cache):
         picks = rng.integers(8, size=len(latents))
         return (centres[picks] + std * rng.standard_normal((len(latents), 2))).astype(np.float32)
 
-    good = ring(Source(card, mixture, "mixture"))
-    stuck = ring(Source(card, lambda z, _: np.repeat(centres[:1], len(z), 0).astype(np.float32), "one"))
+    good = ring(stand_in(card, mixture))
+    stuck = ring(stand_in(card, lambda z, _: np.repeat(centres[:1], len(z), 0).astype(np.float32)))
     assert good["modes"] == 8 and good["high_quality"] > 95 and good["fd_ratio"] < 3
     assert stuck["modes"] == 1 and stuck["fd_ratio"] > 100
     assert good["modes_floor"] == 8 and good["high_quality_floor"] > 95
@@ -193,13 +194,6 @@ def test_coverage_needs_labels(cache, tmp_path):
         Evaluator("folder", image_size=SIZE, nc=1, root=str(tmp_path), metrics=["coverage"])
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    app.command("evaluate")(evaluate_command)
-    app.command("other")(lambda: None)  # two commands, so "evaluate" is a subcommand
-    return app
-
-
 def test_cli_evaluates_a_checkpoint_and_an_onnx_file(cache, tmp_path):
     from training.checkpoint import save_checkpoint
     from training.export import export_onnx
@@ -214,8 +208,8 @@ def test_cli_evaluates_a_checkpoint_and_an_onnx_file(cache, tmp_path):
     figures = {}
     for name in ("tiny.pt", "tiny.onnx"):
         out = tmp_path / f"{name}.json"
-        result = runner.invoke(_app(), ["evaluate", str(tmp_path / name), "-n", "100",
-                                        "--metrics", "fd,coverage", "--json", str(out)])
+        result = runner.invoke(app, ["evaluate", str(tmp_path / name), "-n", "100",
+                                     "--metrics", "fd,coverage", "--json", str(out)])
         assert result.exit_code == 0, result.output
         assert "FD (classifier features)" in result.output and "classes covered" in result.output
         figures[name] = json.loads(out.read_text())
@@ -223,10 +217,20 @@ def test_cli_evaluates_a_checkpoint_and_an_onnx_file(cache, tmp_path):
     # The same seeds through PyTorch and ONNX Runtime give the same figures.
     assert figures["tiny.pt"]["fd"] == pytest.approx(figures["tiny.onnx"]["fd"], rel=1e-3)
 
-    failed = runner.invoke(_app(), ["evaluate", str(tmp_path / "tiny.pt"), "--metrics", "bogus"])
+    failed = runner.invoke(app, ["evaluate", str(tmp_path / "tiny.pt"), "--metrics", "bogus"])
     assert failed.exit_code == 1
     assert failed.output.strip().splitlines() == [
         "error: unknown metric 'bogus'; choose from: fd, kid, coverage, modes, nn, inception"]
-    missing = runner.invoke(_app(), ["evaluate", str(tmp_path / "nothing.pt")])
+    missing = runner.invoke(app, ["evaluate", str(tmp_path / "nothing.pt")])
     assert missing.exit_code == 1 and "Traceback" not in missing.output
     assert len(missing.output.strip().splitlines()) == 1
+
+
+def test_the_command_raises_and_leaves_printing_to_the_clis_handler(tmp_path):
+    """The error line comes from the CLI's one handler: the command on its own prints
+    nothing and raises."""
+    alone = typer.Typer()
+    alone.command("evaluate")(evaluate_command)
+    alone.command("other")(lambda: None)  # two commands, so "evaluate" is a subcommand
+    result = CliRunner().invoke(alone, ["evaluate", str(tmp_path / "nothing.pt")])
+    assert isinstance(result.exception, FileNotFoundError) and result.output == ""

@@ -25,3 +25,19 @@ def test_a_configured_token_guards_generation_but_not_health(monkeypatch, tmp_pa
         for path in ("/livez", "/readyz", "/model", "/"):
             assert client.get(path).status_code == 200, path
         assert client.get("/model").json()["auth_required"] is True
+
+
+def test_the_bearer_scheme_is_case_insensitive_and_one_header_is_required(monkeypatch, tmp_path):
+    tiny_onnx = export_tiny(tmp_path / "tiny.onnx")
+    with serving_app(monkeypatch, tiny_onnx, DCGAN_API_TOKEN="s3cret") as client:
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            ok = client.post("/sample", json={"n": 1}, headers={"Authorization": f"{scheme} s3cret"})
+            assert ok.status_code == 200, scheme
+        for wrong in ("Basic s3cret", "Bearer", "Bearers3cret", "Bearer s3cre"):
+            assert client.post("/sample", json={"n": 1},
+                               headers={"Authorization": wrong}).status_code == 401, wrong
+        # Two Authorization headers: which one counts would be a guess, so neither does.
+        twice = client.post("/sample", json={"n": 1},
+                            headers=[("Authorization", "Bearer nope"),
+                                     ("Authorization", "Bearer s3cret")])
+        assert twice.status_code == 400 and "one Authorization header" in twice.json()["error"]

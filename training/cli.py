@@ -23,9 +23,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from models.generation.pictures import GIF_FRAME_MS
-from training.evaluate_cli import evaluate_command
+from training.evaluate.cli import evaluate_command
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -39,11 +40,12 @@ def _user_errors():
     from models.card import CardError
     from models.generation import ModelLoadError
     from training.checkpoint import CheckpointError
+    from training.evaluate.errors import EvaluationError
     from training.export import ExportError
     from training.loop import TrainingError
 
     return (ValueError, FileNotFoundError, NotADirectoryError, CardError, CheckpointError,
-            ExportError, TrainingError, ModelLoadError)
+            EvaluationError, ExportError, TrainingError, ModelLoadError)
 
 
 # The request fields of the generation layer's errors, as the options that set them.
@@ -72,7 +74,8 @@ def clean_errors(command):
         try:
             return command(*args, **kwargs)
         except _user_errors() as exc:
-            err.print(f"[red]error:[/red] {_message(exc)}", highlight=False, soft_wrap=True)
+            # escaped: a message is plain text, and may hold [brackets] (paths, shapes)
+            err.print(f"[red]error:[/red] {escape(_message(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted; the last checkpoint is kept (resume with --resume RUN_DIR)")
@@ -81,8 +84,8 @@ def clean_errors(command):
     return wrapper
 
 
-def _command_line() -> str:
-    return shlex.join(["dcgan", *sys.argv[1:]])
+def _command_line(drop: str | None = None) -> str:
+    return shlex.join(["dcgan", *(arg for arg in sys.argv[1:] if arg != drop)])
 
 
 @app.command()
@@ -131,8 +134,7 @@ def train(
 ) -> None:
     """Train a generator; writes checkpoints, samples and metrics to the run directory."""
     from training.checkpoint import load_checkpoint
-    from training.config import TrainConfig
-    from training.loop import resolve
+    from training.config import TrainConfig, resolve, resume_config
     from training.loop import train as run_training
 
     options = locals()  # the comprehension below has its own scope
@@ -141,25 +143,16 @@ def train(
     if "run_dir" in given:
         given["run_dir"] = str(given["run_dir"])
     if resume is not None:
-        saved = load_checkpoint(resume)["config"]
-        config = TrainConfig.from_dict({**saved, **given})
+        config = resume_config(load_checkpoint(resume)["config"], given)
     else:
-        config = TrainConfig(**given, command=_command_line())
-    resolved = resolve(config)
+        # the command that trains, so that a dry run prints the config.json it would write
+        config = TrainConfig(**given, command=_command_line(drop="--dry-run"))
+    config = resolve(config)
     if dry_run:
-        out.print_json(json.dumps(resolved.to_dict()))
+        out.print_json(json.dumps(config.to_dict()))
         return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    evaluator = None
-    if resolved.eval_every:
-        from training.evaluate import PeriodicEvaluator
-        from training.loop import model_spec
-
-        spec = model_spec(resolved)
-        evaluator = PeriodicEvaluator(
-            resolved.dataset, resolved.image_size, resolved.channels or 0, spec.get("num_classes", 0),
-            root=resolved.data_root, num_samples=resolved.eval_samples, device=resolved.device)
-    run_dir = run_training(config, resume=resume, progress=progress, evaluator=evaluator)
+    run_dir = run_training(config, resume=resume, progress=progress)
     out.print(f"run directory: {run_dir}")
 
 

@@ -43,7 +43,7 @@ DATASETS: tuple[str, ...] = (
 )
 SPLITS = ("train", "test", "all")
 TRAIN_FRACTION = 0.8  # of each class, for the datasets we split ourselves
-TOY_SAMPLES, FAKE_SAMPLES = 50_000, 10_000
+TOY_DATASET_SIZE, FAKE_DATASET_SIZE = 50_000, 10_000  # items of the generated datasets
 # ITU-R 601 luma, the weights PIL's convert("L") uses, so grey images agree across paths.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -342,11 +342,11 @@ def load_dataset(name: str, *, image_size: int = 32, channels: int | None = None
     num_classes = info.num_classes
 
     if name in ("ring", "grid"):
-        return with_classes(toy_points(name, num_samples or TOY_SAMPLES, seed, stream),
+        return with_classes(toy_points(name, num_samples or TOY_DATASET_SIZE, seed, stream),
                             num_classes)
     if name == "fake":
         return with_classes(
-            FakeDataset(num_samples or FAKE_SAMPLES, image_size, channels, seed, stream),
+            FakeDataset(num_samples or FAKE_DATASET_SIZE, image_size, channels, seed, stream),
             num_classes)
     if name in ("mnist5k", "digits"):
         dataset = in_memory_images(name, split, image_size, channels)

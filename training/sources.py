@@ -49,7 +49,3 @@ def open_generator(path: str | Path, weights: str = "ema", device: str = "cpu",
     if path.suffix == ".onnx":
         return OnnxGenerator(path, device=device.split(":")[0], threads=threads)
     return TorchGenerator(path, weights=weights, device=device)
-
-
-# The old name, still imported by training/evaluate.py until it moves to training/evaluate/.
-open_source = open_generator

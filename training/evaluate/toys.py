@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 HIGH_QUALITY_STDS = 3.0
-TOY_SAMPLES = 2500  # the sample count of the PacGAN/VEEGAN tables
+TOY_EVALUATION_SAMPLES = 2500  # generated points per evaluation, as in the PacGAN/VEEGAN tables
 PUBLISHED_GAN = {"ring": {"modes": 6.3, "high_quality": 98.2},
                  "grid": {"modes": 17.3, "high_quality": 94.8}}
 

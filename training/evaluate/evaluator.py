@@ -1,47 +1,21 @@
-"""Offline quality metrics for generators, each figure next to its real-vs-real floor.
-
-Inception features say little about 28x28 digits, so, as MNIST GAN papers do, the
-feature space is the penultimate layer of a small CNN that this project trains on the
-dataset's own train split (seeded, cached on disk, its held-out accuracy reported).
-In that space, with torchmetrics doing the statistics:
-
-- FD (Fréchet distance) and KID (kernel distance) between generated images and real
-  images held out from training. Both depend on the sample count, so each comes with
-  its *floor*: the same distance between two disjoint real sets of the same size
-  (train images vs the same held-out images). `fd_ratio = fd / fd_floor` then means
-  the same across runs: 1 is as close as real data gets.
-- coverage (labelled data): the histogram of the classifier's predicted classes over
-  generated samples, the classes covered (a class is covered when it gets at least
-  half its share among real images: more than the classifier's errors give it),
-  KL(generated || real) of the two histograms (as in Metz et al. 2017; log 10 = 2.30
-  for a generator stuck on one digit), and the mean classifier confidence.
-- nn: median nearest-neighbour distance (RMS per pixel, at most 64x64) from generated
-  samples to the training images, next to the same for held-out real images; a ratio
-  well below 1 flags memorisation.
-- modes (2-D toys): the PacGAN figures, see `training.evaluate_toys`; FD and KID are
-  then computed on the points themselves.
-- inception: FID/KID with the standard Inception weights, from a local file only.
-
-Held-out images: the dataset's test split (mnist5k: the last 100 of each digit, 1,000
-images, never trained on); for `folder`, a fixed 10% of the images.
+"""The evaluation: `Evaluator` prepares everything real once (held-out and floor
+features, the classifier, the floors) and then measures generators against it;
+`PeriodicEvaluator` is its cheap form for the training loop; `evaluate` measures one
+generator with everything that applies. See the package docstring for the figures.
 """
 
 from __future__ import annotations
 
-import os
 import time
-import warnings
 
-import numpy as np
 import torch
 from torch import nn
 
 from models.card import ModelCard
-from training.evaluate_features import (
-    BATCH,
+from training.evaluate.errors import EvaluationError
+from training.evaluate.features import (
     FEATURE_DIM,
     INCEPTION_HELP,
-    EvaluationError,
     RealData,
     extract,
     inception_features,
@@ -50,138 +24,18 @@ from training.evaluate_features import (
     shrink,
     stack,
 )
-from training.evaluate_toys import TOY_SAMPLES, toy_figures
-
-__all__ = ["METRICS", "EvaluationError", "Evaluator", "PeriodicEvaluator", "Source", "evaluate",
-           "open_source"]
+from training.evaluate.metrics import (
+    coverage,
+    frechet_distance,
+    kernel_distance,
+    kernel_gamma,
+    median_nn_distance,
+)
+from training.evaluate.sources import draw_samples, open_for_evaluation
+from training.evaluate.toys import TOY_EVALUATION_SAMPLES, toy_figures
 
 METRICS = ("fd", "kid", "coverage", "modes", "nn", "inception")
-IMAGE_SAMPLES = 1000
-KID_SUBSETS, KID_SUBSET_SIZE = 50, 500
-COVERED_SHARE = 0.5  # of a class's real share; classifier errors alone stay below it
-
-
-# --- the generator under test -------------------------------------------------------------
-
-class Source:
-    """A generator to evaluate, whatever holds it: `run(latents, labels) -> samples` in
-    numpy, plus its card. Samples come from the fixed seeds 0..N-1 (labels seed % K)."""
-
-    def __init__(self, card: ModelCard, run, description: str):
-        self.card, self.run, self.description = card, run, description
-
-    def sample(self, count: int) -> tuple[torch.Tensor, np.ndarray | None]:
-        from models.latent import labels_for_seeds, latents_from_seeds
-
-        seeds = range(count)
-        latents = latents_from_seeds(seeds, self.card.nz)  # (N, nz)
-        labels = labels_for_seeds(seeds, self.card.num_classes) if self.card.num_classes else None
-        parts = [self.run(latents[i:i + BATCH], None if labels is None else labels[i:i + BATCH])
-                 for i in range(0, count, BATCH)]
-        samples = torch.from_numpy(np.concatenate(parts).astype(np.float32))
-        if not torch.isfinite(samples).all():
-            samples = torch.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
-        return samples, labels
-
-
-def module_source(generator: nn.Module, card: ModelCard) -> Source:
-    """A torch generator, run in eval mode (its train/eval mode is restored after)."""
-    device = next(generator.parameters()).device
-
-    @torch.no_grad()
-    def run(latents: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
-        was_training = generator.training
-        generator.eval()
-        try:
-            label_tensor = None if labels is None else torch.from_numpy(labels).to(device)
-            return generator(torch.from_numpy(latents).to(device), label_tensor).float().cpu().numpy()
-        finally:
-            generator.train(was_training)
-
-    return Source(card, run, f"{card.name} (step {card.step})")
-
-
-def open_source(source, device: str = "cpu") -> Source:
-    """A Source from a checkpoint file, a run directory or an ONNX file (read by
-    `training.sources`), a (generator, card) pair, or anything with `card` and
-    `generate(latents, labels)`."""
-    if isinstance(source, Source):
-        return source
-    if isinstance(source, tuple):
-        return module_source(*source)
-    name = ""
-    if isinstance(source, (str, os.PathLike)):
-        from training.sources import open_source as open_file
-
-        name = os.path.basename(os.path.normpath(source)) + ": "
-        source = open_file(source, device=device)
-    card = source.card
-    return Source(card, source.generate, f"{name}{card.name} (step {card.step}, {card.weights} weights)")
-
-
-# --- the statistics -----------------------------------------------------------------------
-
-def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
-    """FD between Gaussians fitted to two feature sets (N, d), by torchmetrics; the
-    features are extracted beforehand, so its extractor is a Flatten."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    metric = FrechetInceptionDistance(feature=nn.Flatten(), input_img_size=(real.shape[1],),
-                                      normalize=True)
-    metric.update(real, real=True)
-    metric.update(fake, real=False)
-    return max(float(metric.compute()), 0.0)  # rounding can dip below 0 for equal sets
-
-
-def kernel_distance(real: torch.Tensor, fake: torch.Tensor, gamma: float) -> tuple[float, float]:
-    """(mean, std) of KID over KID_SUBSETS random subsets, seeded, by torchmetrics, with
-    the cubic kernel (gamma x.y + 1)^3 of Binkowski et al. 2018."""
-    from torchmetrics.image.kid import KernelInceptionDistance
-
-    size = min(KID_SUBSET_SIZE, len(real), len(fake))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "will save all extracted features": a few thousand
-        metric = KernelInceptionDistance(feature=nn.Flatten(), subsets=KID_SUBSETS,
-                                         subset_size=size, gamma=gamma)
-    metric.update(real, real=True)
-    metric.update(fake, real=False)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)  # the subsets come from torch's global generator
-        mean, std = metric.compute()
-    return float(mean), float(std)
-
-
-def kernel_gamma(reference: torch.Tensor) -> float:
-    """1 / (d * mean squared feature of the real reference): the kernel's usual 1/d, made
-    blind to the scale of the classifier's features, so KID reads like Inception KID."""
-    return float(1.0 / (reference.shape[1] * reference.pow(2).mean().clamp_min(1e-12)))
-
-
-def coverage(probs: torch.Tensor, real_probs: torch.Tensor) -> dict:
-    """Class coverage of samples whose predicted-class probabilities are `probs` (N, K),
-    against real images' `real_probs`: both histograms are of predicted classes."""
-    classes = real_probs.shape[1]
-    counts = torch.bincount(probs.argmax(1), minlength=classes).double()
-    real_counts = torch.bincount(real_probs.argmax(1), minlength=classes).double()
-    share = counts / counts.sum()
-    real_share = (real_counts + 1) / (real_counts.sum() + classes)  # add-one: KL stays finite
-    covered = (counts > 0) & (share >= COVERED_SHARE * real_counts / real_counts.sum())
-    kept = share > 0
-    return {
-        "classes_covered": int(covered.sum()), "num_classes": classes,
-        "class_kl": float((share[kept] * (share[kept] / real_share[kept]).log()).sum()),
-        "confidence": float(probs.max(1).values.mean()),
-        "class_histogram": [int(c) for c in counts],
-    }
-
-
-def median_nn_distance(samples: torch.Tensor, train: torch.Tensor) -> float:
-    """Median over samples of the distance to the nearest training sample, as RMS per
-    pixel in [-1, 1] units (L2 / sqrt(pixels))."""
-    flat_train = train.reshape(len(train), -1).float()
-    nearest = [torch.cdist(part.reshape(len(part), -1).float(), flat_train).min(1).values
-               for part in samples.split(BATCH)]
-    return float(torch.cat(nearest).median()) / flat_train.shape[1] ** 0.5
+IMAGE_EVALUATION_SAMPLES = 1000
 
 
 # --- the evaluation -----------------------------------------------------------------------
@@ -242,7 +96,7 @@ class Evaluator:
         self.metrics = choose_metrics(metrics, real, inception_weights, periodic)
         self.num_classes, self.device = num_classes, device
         available = min(len(real.held_out), len(real.train))
-        count = num_samples or (TOY_SAMPLES if real.points else IMAGE_SAMPLES)
+        count = num_samples or (TOY_EVALUATION_SAMPLES if real.points else IMAGE_EVALUATION_SAMPLES)
         if count > available:
             if strict and num_samples:
                 raise EvaluationError(
@@ -316,15 +170,15 @@ class Evaluator:
         return out
 
     def __call__(self, generator) -> dict:
-        """Figures of a generator (an nn.Module, a (module, card) pair or a Source), each
+        """Figures of a generator (an nn.Module, anything `open_for_evaluation` opens), each
         with its floor and, for FD and NN, the ratio to it."""
         if isinstance(generator, nn.Module):
             config = getattr(generator, "module", generator).config  # DDP wraps the module
             card = ModelCard(model={"nz": config.nz,
                                     "num_classes": getattr(config, "num_classes", self.num_classes)})
-            generator = module_source(generator, card)
-        source = open_source(generator, self.device)
-        samples, labels = source.sample(self.num_samples)
+            generator = (generator, card)
+        source, _ = open_for_evaluation(generator, self.device)
+        samples, labels = draw_samples(source, self.num_samples)
         full = samples
         if samples.ndim == 4:
             samples = shrink(samples)
@@ -400,10 +254,10 @@ def evaluate(source, *, dataset: str | None = None, num_samples: int | None = No
              metrics=None, device: str = "cpu", inception_weights: str | None = None,
              root: str | None = None) -> dict:
     """Every figure of one generator: `source` is a checkpoint file or run directory, an
-    ONNX file, a (generator, card) pair or a Source. `dataset` defaults to the card's;
+    ONNX file, a (generator module, card) pair or a Source. `dataset` defaults to the card's;
     `num_samples` to 1,000 images (capped by the held-out set) or 2,500 toy points."""
     started = time.perf_counter()
-    source = open_source(source, device)
+    source, description = open_for_evaluation(source, device)
     card = source.card
     dataset = dataset or card.dataset.get("name")
     if not dataset:
@@ -415,6 +269,6 @@ def evaluate(source, *, dataset: str | None = None, num_samples: int | None = No
                           root=root, num_samples=num_samples, metrics=metrics, device=device,
                           inception_weights=inception_weights)
     figures = evaluator(source)
-    return {"source": source.description, "model": card.name, "step": card.step,
+    return {"source": description, "model": card.name, "step": card.step,
             "metrics": list(evaluator.metrics), **figures,
             "seconds": round(time.perf_counter() - started, 1)}

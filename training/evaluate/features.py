@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.evaluate.errors import EvaluationError
+
 CLASSIFIER_VERSION = 1  # bump when the classifier or its training changes: new cache key
 FEATURE_DIM = 64
 CLASSIFIER_SIDE = 64  # larger images are downscaled to this before the classifier
@@ -30,10 +32,6 @@ INCEPTION_HELP = (
     "weights-inception-2015-12-05-6726825d.pth from the torch-fidelity releases (v0.2.0) once, "
     "then pass --inception-weights PATH"
 )
-
-
-class EvaluationError(ValueError):
-    """The evaluation cannot run as asked; the message is one line for the user."""
 
 
 # --- the feature classifier ------------------------------------------------------------
@@ -200,8 +198,6 @@ class RealData:
         labelled = bool((self.train_labels >= 0).all()) and self.info.labelled
         self.num_classes = int(getattr(self.train_set, "num_classes", 0)) if labelled else 0
         self.points = self.info.kind == "points"
-
-
 
 
 def inception_network(path: str, device: str) -> nn.Module:

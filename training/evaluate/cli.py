@@ -1,7 +1,8 @@
 """`dcgan evaluate`: the quality figures of a checkpoint or ONNX file, as a table.
 
-A thin command over `training.evaluate.evaluate`; user errors end with one line on
-stderr and exit status 1.
+A thin command over `training.evaluate.evaluate`. Its user errors are raised, not
+printed: the CLI's one handler (`clean_errors` in training/cli.py) turns them into one
+line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from training.evaluate_toys import PUBLISHED_GAN
+from training.evaluate.toys import PUBLISHED_GAN
 
 
 def _number(value, digits: int = 3) -> str:
@@ -93,18 +94,14 @@ def evaluate_command(
     memorisation, and the PacGAN figures for the 2-D toys."""
     import torch
 
-    from training.evaluate import evaluate
+    from training.evaluate.errors import EvaluationError
+    from training.evaluate.evaluator import evaluate
 
     if device.startswith("cuda") and not torch.cuda.is_available():
-        typer.echo("error: --device cuda was asked for, but no CUDA device is available", err=True)
-        raise typer.Exit(1)
-    try:
-        result = evaluate(str(source), dataset=dataset, num_samples=num_samples, metrics=metrics,
-                          device=device, root=None if data_root is None else str(data_root),
-                          inception_weights=None if inception_weights is None else str(inception_weights))
-    except (ValueError, FileNotFoundError) as exc:  # EvaluationError, CheckpointError, CardError
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise EvaluationError("--device cuda was asked for, but no CUDA device is available")
+    result = evaluate(str(source), dataset=dataset, num_samples=num_samples, metrics=metrics,
+                      device=device, root=None if data_root is None else str(data_root),
+                      inception_weights=None if inception_weights is None else str(inception_weights))
     console = Console()
     console.print(figures_table(result))
     console.print(f"{result['source']}; {result['seconds']} s")
