@@ -47,3 +47,21 @@ def conditional_run(tmp_path_factory) -> Path:
 
     config = tiny_config(tmp_path_factory.mktemp("conditional") / "run", conditional=True)
     return train(config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """A tiny class-conditional generator exported to ONNX (random weights, seeded)."""
+    from test_service_runtime import export_tiny
+
+    return export_tiny(tmp_path_factory.mktemp("models") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def client(tiny_onnx):
+    """The service, in-process, serving `tiny_onnx` with the default settings."""
+    from test_service_runtime import serving_app
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        with serving_app(monkeypatch, tiny_onnx) as client:
+            yield client

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import onnxruntime as ort
+import pytest
 
 from models.card import ModelCard
 from models.latent import latents_from_seeds
