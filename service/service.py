@@ -102,7 +102,11 @@ class DCGAN:
             path, version = gen.resolve_model(self.model_spec)
             generator = OnnxGenerator(path, device=self.device, threads=self.ort_threads,
                                       version=version)
-            generator.warm_up(sorted({1, self.max_batch_size}))
+            # On a GPU every batch size the batcher can form gets its kernels now (the
+            # first call of a size costs more there); on the CPU the extremes suffice.
+            on_gpu = generator.provider == "CUDAExecutionProvider"
+            generator.warm_up(range(1, self.max_batch_size + 1) if on_gpu
+                              else sorted({1, self.max_batch_size}))
             self.batcher = Batcher(
                 generator, enabled=self.batching, max_batch_size=self.max_batch_size,
                 max_latency_ms=self.max_latency_ms, wait=self.batch_wait,

@@ -120,6 +120,16 @@ def test_float16_export_runs_within_its_tolerance(unconditional, tmp_path):
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert read_card(path).to_metadata()  # card readable
     assert {p.key: p.value for p in model.metadata_props}["dcgan.precision"] == "float16"
+    # The card says what the parity figure covers: without a CUDA provider, ONNX Runtime
+    # runs this graph in float32, so only the weights' rounding was checked.
+    import onnxruntime as ort
+    import torch
+
+    parity = read_card(path).quality["onnx_parity"]
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available()
+    assert parity["provider"] == ("CUDAExecutionProvider" if cuda else "CPUExecutionProvider")
+    assert parity["arithmetic"] == ("float16" if cuda else "float32")
+    assert parity["checked"].startswith("float16 weights")
 
     latents = np.random.default_rng(2).standard_normal((3, card.nz)).astype(np.float32)
     (images,) = session(path).run(["images"], {"latents": latents})
@@ -144,8 +154,10 @@ def test_mlp_toy_generator_exports_points(tmp_path):
 
 def test_a_parity_failure_writes_nothing(unconditional, tmp_path, monkeypatch):
     generator, card = unconditional
-    monkeypatch.setattr(export, "parity_error", lambda *args, **kwargs: 0.5)
-    with pytest.raises(ExportError, match=r"differs from PyTorch by 5.00e-01 \(> 1e-04\)"):
+    where = {"provider": "CPUExecutionProvider", "arithmetic": "float32",
+             "checked": "float32 weights and arithmetic"}
+    monkeypatch.setattr(export, "parity_error", lambda *args, **kwargs: (0.5, where))
+    with pytest.raises(ExportError, match=r"differs from PyTorch by 5.00e-01 \(> 1e-04, float32"):
         export_onnx(generator, card, tmp_path / "bad.onnx")
     assert list(tmp_path.iterdir()) == []
 

@@ -167,6 +167,47 @@ def test_a_card_that_lies_about_the_graph_is_refused(monkeypatch, tmp_path, tiny
     _one_clean_line(errors)
 
 
+def test_a_copied_card_over_a_graph_with_dynamic_outputs_is_refused_at_warm_up(
+        monkeypatch, tmp_path, caplog):
+    """A graph that makes 32x32 images under the card of a 16x16 model. When the graph
+    declares its output dimensions the signature check refuses it at once; when they are
+    dynamic (here: the check sees nothing, as with such a graph) the warm-up must
+    (before, the model went ready and every request answered 500)."""
+    import onnx
+
+    import models.generation.onnx_generator as onnx_generator
+    from models.card import CARD_KEY
+
+    small = onnx.load(str(export_tiny(tmp_path / "small.onnx")))
+    big = onnx.load(str(export_tiny(tmp_path / "big.onnx", image_size=32)))
+    card = next(p.value for p in small.metadata_props if p.key == CARD_KEY)
+    for prop in big.metadata_props:
+        if prop.key == CARD_KEY:
+            prop.value = card
+    copied = tmp_path / "copied.onnx"
+    onnx.save(big, str(copied))
+    with pytest.raises(onnx_generator.ModelLoadError, match="does not match its model card"):
+        onnx_generator.OnnxGenerator(copied, device="cpu")
+    monkeypatch.setattr(onnx_generator, "check_signature", lambda *args: None)
+    with serving_app(monkeypatch, copied) as client:
+        info, errors = _broken(client, caplog)
+    assert "gives outputs of shape [1, 1, 32, 32], but its card says [1, 1, 16, 16]" in info["error"]
+    _one_clean_line(errors)
+
+
+def test_cuda_asked_for_and_not_usable_stays_not_ready_with_the_reason(monkeypatch, tiny_onnx,
+                                                                       caplog):
+    from models.generation.onnx_generator import gpu_count
+
+    if gpu_count():
+        pytest.skip("a GPU is present: CUDA may well be usable here")
+    with serving_app(monkeypatch, tiny_onnx, DCGAN_DEVICE="cuda") as client:
+        info, errors = _broken(client, caplog)
+    assert info["error"].startswith("device cuda was asked for, but ")
+    assert "CUDA" in info["error"]
+    _one_clean_line(errors)
+
+
 def test_an_unknown_store_tag_is_reported(monkeypatch, caplog):
     with serving_app(monkeypatch, "dcgan-no-such-model:v1") as client:
         info, _ = _broken(client, caplog)

@@ -191,7 +191,8 @@ def export(
                       f"class KL {figures.get('class_kl', float('nan')):.3f}", highlight=False)
     path = export_onnx(generator, card, out_path, fp16=fp16)
     out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {card.weights} weights, step {card.step}); "
-              f"max |onnxruntime - torch| = {card.quality['onnx_max_abs_error']:.2e}")
+              f"max |onnxruntime - torch| = {card.quality['onnx_max_abs_error']:.2e} "
+              f"({card.quality['onnx_parity']['checked']})")
     if register:
         out.print(f"registered {register_model(path, card)}")
 

@@ -4,11 +4,22 @@ Opening reads the model card from the file's metadata and checks the graph again
 (inputs `latents` [+ `labels`], output `images` of the card's shape), so a file whose
 card lies is refused at once rather than answering with wrong shapes later.
 
-Execution provider: `device="cuda"` asks for CUDA (ONNX Runtime falls back to the CPU
-with a warning when it cannot), `"cpu"` never uses it, `"auto"` uses it when ONNX
-Runtime has it and a GPU is present. Intra-op threads are given by the caller, or
-detected from the CPUs this process may run on, capped by a cgroup CPU quota; no
-environment variable is read here (the service's settings pass theirs in).
+Execution provider: `device="cuda"` demands CUDA: when ONNX Runtime cannot use it the
+generator is refused with the reason (a service asked for a GPU must not turn ready on
+the CPU); `"cpu"` never uses it; `"auto"` uses it when ONNX Runtime has it and a GPU is
+present, else the CPU, and says why in one log line. The CUDA provider runs with cuDNN's
+heuristic algorithm choice (no exhaustive search on the first call of each batch size)
+and TF32 off, so that a seed gives the same pixels whatever batch it is computed in.
+CUDA and cuDNN libraries installed as NVIDIA's pip wheels (the GPU Bento) are loaded
+with `onnxruntime.preload_dlls()` first.
+
+Intra-op threads are given by the caller, or detected from the CPUs this process may
+run on, capped by a cgroup CPU quota; no environment variable is read here (the
+service's settings pass theirs in).
+
+Warm-up runs the batch sizes the caller will use and checks what comes out against the
+card: shape, finite values, and for images the tanh range. A file whose graph has
+dynamic output dimensions under a copied card fails here, not on the first request.
 """
 
 from __future__ import annotations
@@ -55,6 +66,37 @@ def gpu_count() -> int:
         return 0
 
 
+# cuDNN's heuristic choice costs nothing on a new batch size (the exhaustive search
+# costs a long first call per size, and may pick different kernels for different sizes);
+# TF32 would round the matrix products differently from the CPU and between batch sizes.
+CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0"}
+
+
+def _built_cuda(ort) -> str:
+    try:
+        from onnxruntime.capi import build_and_package_info
+
+        return str(build_and_package_info.cuda_version).split(".")[0]
+    except (ImportError, AttributeError):
+        return "the"
+
+
+def _want_cuda(ort, device: str) -> tuple[bool, str]:
+    """(use CUDA?, why not, when not) for `device`."""
+    if device == "cpu":
+        return False, "device cpu was asked for"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False, "this onnxruntime has no CUDA provider (install onnxruntime-gpu)"
+    if device == "auto" and gpu_count() == 0:
+        return False, "no NVIDIA GPU is visible"
+    if hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()  # CUDA/cuDNN from NVIDIA's wheels, when installed
+        except Exception as exc:  # a partial install: the session will say what is missing
+            logger.info("preloading CUDA libraries: %s", exc)
+    return True, ""
+
+
 class OnnxGenerator:
     """An ONNX Runtime session of a generator, and what its card says about it.
 
@@ -75,17 +117,22 @@ class OnnxGenerator:
         # while they wait for work; on a small CPU that costs more than the wake-up latency.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only: ORT's warnings are not for operators
-        use_cuda = device == "cuda" or (
-            device == "auto"
-            and "CUDAExecutionProvider" in ort.get_available_providers()
-            and gpu_count() > 0
-        )
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+        use_cuda, why_not = _want_cuda(ort, device)
+        providers = ([("CUDAExecutionProvider", CUDA_OPTIONS), "CPUExecutionProvider"]
+                     if use_cuda else ["CPUExecutionProvider"])
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"{path}: ONNX Runtime cannot open it: {first_line}") from None
+        if use_cuda and "CUDAExecutionProvider" not in self.session.get_providers():
+            use_cuda, why_not = False, (
+                "ONNX Runtime's CUDA provider did not load (it needs CUDA "
+                f"{_built_cuda(ort)} and cuDNN 9 libraries and an NVIDIA driver 580 or newer)")
+        if device == "cuda" and not use_cuda:
+            raise ModelLoadError(f"device cuda was asked for, but {why_not}")
+        if device == "auto" and not use_cuda:
+            logger.info("running on the CPU: %s", why_not)
         try:
             self.card = ModelCard.from_metadata(
                 self.session.get_modelmeta().custom_metadata_map, source=str(path))
@@ -93,8 +140,6 @@ class OnnxGenerator:
             raise ModelLoadError(str(exc)) from None
         check_signature(self.session, self.card, self.path)
         self.providers: list[str] = list(self.session.get_providers())
-        if use_cuda and "CUDAExecutionProvider" not in self.providers:
-            logger.warning("a GPU was asked for but ONNX Runtime could not use it; running on CPU")
 
     @property
     def provider(self) -> str:
@@ -108,9 +153,26 @@ class OnnxGenerator:
         return self.session.run(["images"], feed)[0]
 
     def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
-        """First calls allocate buffers (and build CUDA kernels): pay that before serving."""
+        """First calls allocate buffers (and build CUDA kernels): pay that before serving,
+        and check each output against the card (ModelLoadError, one line, when it lies)."""
+        card = self.card
         for n in batch_sizes:
-            self.generate(np.zeros((n, self.card.nz), np.float32), np.zeros(n, np.int64))
+            latents = np.random.default_rng(n).standard_normal((n, card.nz)).astype(np.float32)
+            labels = np.arange(n, dtype=np.int64) % max(card.num_classes, 1)
+            try:
+                images = self.generate(latents, labels)
+            except Exception as exc:
+                first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ModelLoadError(f"{self.path}: fails on a batch of {n}: {first_line}") from None
+            expected = (n, *card.output_shape)
+            if tuple(images.shape) != expected:
+                raise ModelLoadError(f"{self.path}: a batch of {n} gives outputs of shape "
+                                     f"{list(images.shape)}, but its card says {list(expected)}")
+            if not np.isfinite(images).all():
+                raise ModelLoadError(f"{self.path}: gives non-finite values for standard normal latents")
+            if card.is_image and float(np.abs(images).max()) > 1.0 + 1e-3:
+                raise ModelLoadError(f"{self.path}: gives values up to {float(np.abs(images).max()):.3g}; "
+                                     "images from a tanh generator lie in [-1, 1]")
 
 
 def check_signature(session, card: ModelCard, path: Path) -> None:
