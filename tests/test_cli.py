@@ -257,7 +257,7 @@ def test_bad_options_of_sample_interpolate_and_export(tiny_run, conditional_run,
 def test_evaluate_errors_go_through_the_one_handler(tiny_run, tmp_path):
     """The evaluate command raises; the CLI's handler prints the one line."""
     assert_user_error(run("evaluate", tiny_run, "--dataset", "digits", "--metrics", "bogus"),
-                      "unknown metric 'bogus'; choose from: fd, kid, coverage, modes, nn, inception")
+                      "unknown metric 'bogus'; choose from: fd, kid, prdc, coverage, modes, nn, inception")
     assert_user_error(run("evaluate", tiny_run, "--dataset", "cifar10"),
                       "1-channel images but cifar10 has 3-channel images")
     assert_user_error(run("evaluate", tiny_run, "--dataset", "sharks"), "unknown dataset 'sharks'")
