@@ -5,7 +5,7 @@ Per generator step: `d_steps` discriminator steps (Algorithm 1 of Goodfellow et 
 maths; this file schedules, logs, samples, evaluates and checkpoints.
 
 Run directory: config.json (resolved options), checkpoint.pt (latest, for --resume),
-best.pt (lowest FD, when evaluating), metrics.jsonl, samples/step_XXXXXX.png,
+best.pt (lowest mean FD ratio, when evaluating), metrics.jsonl, samples/step_XXXXXX.png,
 tensorboard/. Several processes (torchrun) train with DistributedDataParallel; the
 batch size is per process and only rank 0 writes.
 """
@@ -34,6 +34,7 @@ from training.augment import augment, parse_augment
 from training.checkpoint import BEST, LATEST, atomic_write, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import dataset_info, load_dataset
+from training.evaluate.evaluator import selection_score
 
 log = logging.getLogger("dcgan.train")
 NUM_FIXED_SAMPLES = 64
@@ -431,8 +432,10 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                     generator.train()
                     record["eval"] = figures
                     card.quality = {**card.quality, **figures, "step": step}
-                    if figures.get("fd", math.inf) < best_fd:
-                        best_fd = figures["fd"]
+                    # best.pt: the lowest mean FD ratio of the two feature networks (why:
+                    # training.evaluate.evaluator.selection_score); best_fd holds that score
+                    if selection_score(figures) < best_fd:
+                        best_fd = selection_score(figures)
                         card.step = step
                         save_checkpoint(run_dir / BEST, checkpoint_state())
                 metrics_file.write(json.dumps(record) + "\n")
