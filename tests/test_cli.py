@@ -121,6 +121,11 @@ def test_export_measures_quality_into_the_card(tmp_path):
     assert quality["fd"] > 0 and quality["fd_floor"] > 0
     assert quality["fd_ratio"] == pytest.approx(quality["fd"] / quality["fd_floor"])
     assert 0 <= quality["classes_covered"] <= 10 and quality["onnx_max_abs_error"] <= 1e-4
+    # both feature networks, precision/recall and the truncation curve reach the card
+    assert quality["fd2_ratio"] == pytest.approx(quality["fd2"] / quality["fd2_floor"])
+    assert {"precision", "precision_floor", "recall2", "recall2_floor", "prdc_k"} <= set(quality)
+    assert len(quality["truncation"]["rows"]) == 6 and "suggested" in quality["truncation"]
+    assert "(network 2: " in result.stdout
 
 
 def test_sample_is_reproducible_from_checkpoint_and_onnx(trained, exported, tmp_path):

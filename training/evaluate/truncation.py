@@ -94,8 +94,9 @@ def write_curve(curve: dict, png_path: Path) -> tuple[Path, Path | None]:
         if any(key in row for row in rows):
             left.plot(at, [row.get(key) for row in rows], marker="o", label=name)
     left.axhline(1.0, color="grey", linestyle=":", label="real vs real")
-    left.set(ylabel="FD / floor", title="Fréchet distance")
-    for key, name, colour in (("precision", "precision", "C0"), ("recall", "recall", "C1"),
+    left.set(ylabel="FD / floor (log scale)", yscale="log", title="Fréchet distance")
+    for key, name, colour in (("precision", "precision, network 1", "C0"),
+                              ("recall", "recall, network 1", "C1"),
                               ("precision2", "precision, network 2", "C2"),
                               ("recall2", "recall, network 2", "C3")):
         if any(key in row for row in rows):
