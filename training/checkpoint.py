@@ -5,7 +5,8 @@ A checkpoint is a plain dict of tensors and primitives (no pickled code), loaded
 the step, the data position, the RNG states, the resolved config and the model card.
 
 In a run directory, `checkpoint.pt` is the latest state (what `--resume` reads) and
-`best.pt`, when periodic evaluation ran, the one with the lowest FD.
+`best.pt`, when periodic evaluation ran, the one with the lowest mean FD ratio of the
+two feature networks (`training.evaluate.selection_score`).
 """
 
 from __future__ import annotations
