@@ -292,6 +292,20 @@ def test_prdc_on_known_point_sets():
     assert stuck["precision"] == 1.0 and stuck["prdc_coverage"] < 0.05
     with pytest.raises(ValueError, match="more than k"):
         prdc(points[:5], points[:5], k=5)
+    # against the papers' definitions written out on a full (real, fake) distance matrix
+    real, fake = points.numpy()[:300], np.random.default_rng(1).normal(0.3, 1.2, (350, 8))
+    k = 3
+
+    def radii(x):
+        return np.sort(np.linalg.norm(x[:, None] - x[None], axis=-1), axis=1)[:, k]
+
+    between = np.linalg.norm(real[:, None] - fake[None], axis=-1)  # (real, fake)
+    expected = {"precision": (between <= radii(real)[:, None]).any(0).mean(),
+                "recall": (between <= radii(fake)[None, :]).any(1).mean(),
+                "density": (between <= radii(real)[:, None]).sum(0).mean() / k,
+                "prdc_coverage": (between.min(1) <= radii(real)).mean()}
+    got = prdc(torch.from_numpy(real), torch.from_numpy(fake), k=k)
+    assert got == pytest.approx(expected) and 0 < got["precision"] < 1
 
 
 def test_the_truncation_curve_has_a_row_per_value_and_a_suggestion(cache):
