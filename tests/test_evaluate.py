@@ -359,3 +359,19 @@ def test_cli_prints_both_networks_and_prdc_beside_their_floors(cache, tmp_path):
     assert curve == figures["truncation"] and len(curve["rows"]) == 2
     pytest.importorskip("matplotlib")
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unlabelled_images_keep_one_untrained_network(cache, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(700):  # a flat folder: no labels to train a feature network on
+        Image.fromarray(rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    folder = Evaluator("folder", image_size=SIZE, nc=1, root=str(tmp_path), num_samples=70,
+                       metrics="fd,prdc")
+    card = ModelCard(name="noise", model={"nz": 4, "num_classes": 0})
+    figures = folder(stand_in(card, lambda z, _: rng.uniform(-1, 1, (len(z), 1, SIZE, SIZE)).astype(np.float32)))
+    assert len(folder.networks) == 1 and "untrained" in figures["feature_space"]
+    assert "fd2" not in figures and "feature_space2" not in figures and "fd_ratio_mean" not in figures
+    assert {"fd_ratio", "precision", "recall_floor"} <= set(figures)
+    assert selection_score(figures) == figures["fd_ratio"]  # best.pt goes by the one ratio
