@@ -257,7 +257,8 @@ def test_two_feature_networks_each_with_its_floor(digits, train_images):
     assert not torch.allclose(first, second)  # two instruments, not one read twice
     shuffled = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(3))]
     real = digits(pool_source(shuffled))
-    noise = digits(pool_source(torch.rand(COUNT, 1, SIZE, SIZE) * 2 - 1))
+    pixels = torch.rand(COUNT, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    noise = digits(pool_source(pixels * 2 - 1))
     for suffix in ("", "2"):
         assert real[f"fd{suffix}_floor"] > 0 and real[f"kid{suffix}_floor"] is not None
         assert real[f"fd{suffix}_ratio"] < 2.5 and noise[f"fd{suffix}_ratio"] > 10
@@ -274,7 +275,7 @@ def test_two_feature_networks_each_with_its_floor(digits, train_images):
         # alone can miss it (the cluster may sit inside a few wide real balls); density
         # and coverage do not.
         assert noise[f"recall{suffix}"] < 0.1 and noise[f"prdc_coverage{suffix}"] < 0.3
-        assert noise[f"density{suffix}"] < 0.5
+        assert noise[f"density{suffix}"] < 0.7 * noise[f"density{suffix}_floor"]
 
 
 def test_prdc_on_known_point_sets():
