@@ -33,27 +33,27 @@ TOYS = ("ring", "grid")
 
 def run_one(dataset: str, loss: str, args, out: Path) -> list[dict]:
     """Train one run, evaluate its raw and EMA generators; one row per weights."""
-    from training.checkpoint import load_generator
-    from training.config import TrainConfig
+    from training.checkpoint import load_torch_generator
+    from training.config import TrainConfig, resolve
     from training.evaluate import evaluate
     from training.loop import train
 
     toy = dataset in TOYS
     steps = args.toy_steps if toy else args.image_steps
     run_dir = out / f"{dataset}-{loss}"
-    config = TrainConfig(
+    config = resolve(TrainConfig(
         dataset=dataset, loss=loss, steps=steps, batch_size=args.batch_size, seed=args.seed,
         image_size=args.image_size, ngf=args.ngf, ndf=args.ngf, ema_decay=args.ema_decay,
         device=args.device, run_dir=str(run_dir), log_every=max(steps // 10, 1),
         sample_every=steps, checkpoint_every=steps, threads=args.threads,
         command=" ".join(sys.argv),
-    )
+    ))
     started = time.perf_counter()
     train(config, progress=False)
     train_seconds = time.perf_counter() - started
     rows = []
     for weights in ("raw", "ema"):
-        generator, card = load_generator(run_dir, weights=weights, device=args.device)
+        generator, card = load_torch_generator(run_dir, weights=weights, device=args.device)
         metrics = ["fd", "modes"] if toy else ["fd", "coverage"]
         started = time.perf_counter()
         figures = evaluate((generator, card), dataset=dataset, num_samples=args.num_samples,

@@ -186,9 +186,12 @@ def raw_onnx(g, seconds: float) -> dict[int, dict[str, float]]:
 def bare_generator(model: Path):
     """The generator as the service opens it (same session options), in this process."""
     sys.path.insert(0, str(ROOT))
-    from service.runtime import load_generator
+    from models.generation import OnnxGenerator
+    from service.settings import Settings
 
-    return load_generator(model, "bench", os.environ.get("DCGAN_DEVICE", "auto"))
+    settings = Settings.from_env(os.environ)
+    return OnnxGenerator(model, device=settings.device, threads=settings.ort_threads,
+                         version="bench")
 
 
 def raw_rate(g, n: int, seconds: float) -> dict[str, float]:
@@ -198,10 +201,10 @@ def raw_rate(g, n: int, seconds: float) -> dict[str, float]:
     latents = np.random.default_rng(0).standard_normal((n, g.card.nz)).astype(np.float32)
     labels = np.zeros(n, np.int64)
     for _ in range(3):
-        g.run(latents, labels)
+        g.generate(latents, labels)
     calls, t0, cpu0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
-        g.run(latents, labels)
+        g.generate(latents, labels)
         calls += 1
     return {"images_per_s": calls * n / (time.perf_counter() - t0),
             "cpu_ms_per_image": (time.process_time() - cpu0) / (calls * n) * 1000}

@@ -1,7 +1,10 @@
-"""Model definitions shared by training and serving (no I/O here).
+"""What training and serving share: the model definitions and the torch-free path from
+an exported generator to pictures.
 
 `latent` and `card` are numpy/json only and safe for the service to import;
-`dcgan` and `mlp` need torch and are imported lazily by `build_models`.
+`dcgan` and `mlp` need torch and are imported lazily by `build_models`;
+`generation` is the torch-free generation layer (the only part here that does I/O:
+opening ONNX files, encoding and writing pictures), used by the service and the CLI.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Pure Python (json only), so the service can read it without torch. In a checkpoint it
 is a plain dict; in an ONNX file it lives in `metadata_props`, as one JSON document
 under `CARD_KEY` plus flat copies of the architecture fields for people reading the
-file with other tools.
+file with other tools. The image sides a DCGAN may have are defined here too, so the
+model, the training config and torch-free readers share one limit.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from typing import Any
 CARD_KEY = "dcgan.card"
 CARD_VERSION = 1
 FLAT_FIELDS = ("nz", "ngf", "ndf", "nc", "image_size", "num_classes")
+# Image sides a DCGAN can have (powers of two in between), for the model and the training
+# config alike.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 256
 
 
 class CardError(ValueError):

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-MIN_SIZE, MAX_SIZE = 16, 256
+from models.card import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+
 D_NORMS = ("batch", "layer", "spectral", "none")
 
 
@@ -48,9 +49,9 @@ class DCGANConfig:
 def validate_config(config: DCGANConfig) -> None:
     """Raise ValueError with a message naming the field and the allowed values."""
     size = config.image_size
-    if not (MIN_SIZE <= size <= MAX_SIZE) or size & (size - 1):
+    if not (MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE) or size & (size - 1):
         raise ValueError(
-            f"image_size must be a power of two from {MIN_SIZE} to {MAX_SIZE}, got {size}"
+            f"image_size must be a power of two from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, got {size}"
         )
     if config.nc not in (1, 3):
         raise ValueError(f"nc (image channels) must be 1 or 3, got {config.nc}")

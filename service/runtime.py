@@ -1,5 +1,6 @@
-"""The generator at run time: find the ONNX file, open an ONNX Runtime session on the
-right device, read its model card, warm it up, and batch concurrent calls into one.
+"""Serving a generator: concurrent requests of one worker batched into few ONNX Runtime
+calls. Opening the generator (card, signature, provider, threads) is the generation
+layer's, models.generation.OnnxGenerator; this module adds what only serving needs.
 
 Batching. BentoML 1.4 merges requests for a `batchable=True` API only when they arrive
 over HTTP: a public endpoint that calls such an API (on another service through
@@ -21,181 +22,16 @@ ONNX Runtime call runs at a time per worker.
 
 from __future__ import annotations
 
-import logging
-import math
-import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from models.card import CardError, ModelCard
-
-logger = logging.getLogger("dcgan.service")
-
-DEFAULT_TAG = "dcgan-mnist:latest"
-STORE_FILE = "generator.onnx"  # the file inside a model-store entry
-BUNDLED = Path(__file__).resolve().parent.parent / "models" / "pretrained" / "dcgan-mnist.onnx"
-DEVICES = ("auto", "cpu", "cuda")
-
-
-class ModelLoadError(RuntimeError):
-    """The generator cannot be served; the message says why, in one line."""
+from models.generation import ModelLoadError, OnnxGenerator
 
 
 class Overloaded(RuntimeError):
     """A request waited in the batching queue longer than the latency limit."""
-
-
-def resolve_model(spec: str | None) -> tuple[Path, str]:
-    """(path of the .onnx file, version) for DCGAN_MODEL: a path, a model-store tag, or
-    unset (the store's default tag if present, else the bundled file)."""
-    if spec and (spec.endswith(".onnx") or os.sep in spec or Path(spec).exists()):
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise ModelLoadError(f"DCGAN_MODEL={spec}: no such file")
-        return path, "file"
-    import bentoml
-    from bentoml.exceptions import NotFound
-
-    tag = spec or DEFAULT_TAG
-    try:
-        model = bentoml.models.get(tag)
-    except NotFound:
-        if spec:
-            raise ModelLoadError(
-                f"DCGAN_MODEL={spec}: no such model in the BentoML model store "
-                "(`bentoml models list` shows what is there)"
-            ) from None
-        if not BUNDLED.is_file():
-            raise ModelLoadError(
-                f"no model: {DEFAULT_TAG} is not in the BentoML model store and the "
-                f"bundled file {BUNDLED.name} is missing; set DCGAN_MODEL"
-            ) from None
-        return BUNDLED, "bundled"
-    except Exception as exc:  # a malformed tag, an unreadable store
-        raise ModelLoadError(f"DCGAN_MODEL={tag}: {exc}") from None
-    path = Path(model.path_of(STORE_FILE))
-    if not path.is_file():
-        raise ModelLoadError(f"model-store entry {model.tag} has no {STORE_FILE}")
-    return path, str(model.tag.version)
-
-
-def cpu_threads(configured: int | None = None) -> int:
-    """ONNX Runtime intra-op threads: `configured` (the DCGAN_ORT_THREADS setting), else
-    the CPUs we may run on, capped by a cgroup CPU quota (a pod limited to 2 CPUs on a
-    64-core node gets 2)."""
-    if configured is not None:
-        return max(1, configured)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:  # cgroup v2: "<quota> <period>" or "max <period>"
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, math.ceil(int(quota) / int(period)))
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus)
-
-
-def gpu_count() -> int:
-    try:
-        import pynvml  # nvidia-ml-py, installed with BentoML
-
-        pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no driver, no library: no GPU
-        return 0
-
-
-@dataclass
-class Generator:
-    """An ONNX Runtime session of a generator, and what its card says about it."""
-
-    session: object
-    card: ModelCard
-    path: Path
-    version: str
-    providers: list[str] = field(default_factory=list)
-
-    @property
-    def provider(self) -> str:
-        return self.providers[0] if self.providers else "none"
-
-    def run(self, latents: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
-        """(N, nz) float32 [+ (N,) int64] -> (N, *card.output_shape) float32 in [-1, 1]."""
-        feed = {"latents": np.ascontiguousarray(latents, dtype=np.float32)}
-        if self.card.num_classes:
-            feed["labels"] = np.ascontiguousarray(labels, dtype=np.int64)
-        return self.session.run(["images"], feed)[0]
-
-
-def load_generator(path: Path, version: str, device: str = "auto",
-                   threads: int | None = None) -> Generator:
-    """Open `path` with ONNX Runtime and check it against its model card. `device` and
-    `threads` are the DCGAN_DEVICE and DCGAN_ORT_THREADS settings (None: see cpu_threads)."""
-    import onnxruntime as ort
-
-    if device not in DEVICES:  # the settings check it; this guards other callers
-        raise ModelLoadError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = cpu_threads(threads)
-    options.inter_op_num_threads = 1
-    # Spinning threads burn the cores that the event loop and the other requests need
-    # while they wait for work; on a small CPU that costs more than the wake-up latency.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3  # errors only: ORT's warnings are not for operators
-    use_cuda = device == "cuda" or (
-        device == "auto"
-        and "CUDAExecutionProvider" in ort.get_available_providers()
-        and gpu_count() > 0
-    )
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
-    try:
-        session = ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{path}: ONNX Runtime cannot open it: {first_line}") from None
-    try:
-        card = ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map, source=str(path))
-    except CardError as exc:
-        raise ModelLoadError(str(exc)) from None
-    _check_signature(session, card, path)
-    if use_cuda and "CUDAExecutionProvider" not in session.get_providers():
-        logger.warning("a GPU was found but ONNX Runtime could not use it; running on CPU")
-    return Generator(session, card, path, version, list(session.get_providers()))
-
-
-def _check_signature(session, card: ModelCard, path: Path) -> None:
-    """The file's inputs and outputs must be what its card promises."""
-    inputs = {i.name: i for i in session.get_inputs()}
-    outputs = {o.name: o for o in session.get_outputs()}
-    expected = {"latents"} | ({"labels"} if card.num_classes else set())
-    problems = []
-    if set(inputs) != expected:
-        problems.append(f"inputs {sorted(inputs)} (expected {sorted(expected)})")
-    elif isinstance(inputs["latents"].shape[1], int) and inputs["latents"].shape[1] != card.nz:
-        problems.append(f"latents of length {inputs['latents'].shape[1]} but card nz={card.nz}")
-    if "images" not in outputs:
-        problems.append(f"outputs {sorted(outputs)} (expected ['images'])")
-    else:
-        shape = outputs["images"].shape[1:]
-        if any(isinstance(a, int) and a != b for a, b in zip(shape, card.output_shape)):
-            problems.append(f"images of shape {shape} but card says {card.output_shape}")
-    if problems:
-        raise ModelLoadError(f"{path}: does not match its model card: {'; '.join(problems)}")
-
-
-def warm_up(generator: Generator, batch_sizes: Sequence[int]) -> None:
-    """First calls allocate buffers (and build CUDA kernels): pay that before ready."""
-    card = generator.card
-    for n in batch_sizes:
-        latents = np.zeros((n, card.nz), np.float32)
-        generator.run(latents, np.zeros(n, np.int64))
 
 
 class Batcher:
@@ -218,7 +54,7 @@ class Batcher:
 
     def __init__(
         self,
-        generator: Generator,
+        generator: OnnxGenerator,
         *,
         enabled: bool,
         max_batch_size: int,
@@ -297,7 +133,7 @@ class Batcher:
 
     def _infer(self, latents: np.ndarray, labels: np.ndarray | None, requests: int) -> np.ndarray:
         start = time.perf_counter()
-        images = self.generator.run(latents, labels)
+        images = self.generator.generate(latents, labels)
         self._on_call(time.perf_counter() - start, len(latents), requests)
         return images
 

@@ -144,20 +144,3 @@ class InterpolateResponse(BaseModel):
     shape: list[int]
     frames: list[str] = Field(description="Base64-encoded PNG frames, start to end.")
     model: ModelInfo
-
-
-class RequestError(ValueError):
-    """A request broke a limit that depends on the model; `field` names the culprit."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-def check_label(label: int | None, num_classes: int) -> None:
-    if label is None:
-        return
-    if num_classes == 0:
-        raise RequestError("label", "label: this model is not class-conditional; leave it out")
-    if not 0 <= label < num_classes:
-        raise RequestError("label", f"label must be an integer from 0 to {num_classes - 1}, got {label}")

@@ -9,6 +9,11 @@ README's table), read once when this module is imported. They shape the request 
 (limits, hence the OpenAPI document) and the guard (token, body size) here, and each
 service instance (model, device, threads, batching).
 
+Opening the generator, turning a request into latents and labels (the label rule and
+the checks that depend on the model) and encoding PNGs and GIFs are the generation
+layer's (models.generation), shared with the CLI, so `dcgan sample` and POST /sample
+give the same bytes; its GenerationError becomes a 400 naming the field.
+
 The model loads in a background thread, so /livez answers at once and /readyz turns
 200 only when the generator is loaded and warmed up; a model that cannot load leaves
 one ERROR line in the log and the server alive but not ready (no restart loop). Bad
@@ -18,9 +23,9 @@ and the server alive but not ready with that reason (the schemas use the default
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import secrets
 import threading
 from pathlib import Path
 from typing import Any
@@ -33,23 +38,14 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from models import latent as lat
-from service import imaging, metrics
+from models import generation as gen
+from models.generation import GenerationError, ModelLoadError, OnnxGenerator
+from service import metrics
 from service.guard import RequestGuard, error_body
-from service.runtime import (
-    Batcher,
-    Generator,
-    ModelLoadError,
-    Overloaded,
-    load_generator,
-    resolve_model,
-    warm_up,
-)
+from service.runtime import Batcher, Overloaded
 from service.schemas import (
     InterpolateResponse,
-    RequestError,
     SampleResponse,
-    check_label,
     request_models,
 )
 from service.settings import Settings, SettingsError
@@ -82,13 +78,13 @@ class DCGAN:
         settings = self.settings = SETTINGS
         self.model_spec = settings.model
         self.device = settings.device
-        self.ort_threads = settings.ort_threads  # None: the CPUs available (runtime.cpu_threads)
+        self.ort_threads = settings.ort_threads  # None: the CPUs available (models.generation.cpu_threads)
         self.batching = settings.batching
         self.max_batch_size = settings.max_batch_size
         self.max_latency_ms = settings.max_latency_ms
         self.batch_wait = settings.batch_wait
         self.inline_images = settings.inline_images  # None: by device (runtime.Batcher)
-        self.generator: Generator | None = None
+        self.generator: OnnxGenerator | None = None
         self.batcher: Batcher | None = None
         self.load_error: str | None = None
         metrics.set_ready(False)
@@ -103,9 +99,10 @@ class DCGAN:
     def _load(self) -> None:
         service_name = type(self).__name__
         try:
-            path, version = resolve_model(self.model_spec)
-            generator = load_generator(path, version, self.device, self.ort_threads)
-            warm_up(generator, sorted({1, self.max_batch_size}))
+            path, version = gen.resolve_model(self.model_spec)
+            generator = OnnxGenerator(path, device=self.device, threads=self.ort_threads,
+                                      version=version)
+            generator.warm_up(sorted({1, self.max_batch_size}))
             self.batcher = Batcher(
                 generator, enabled=self.batching, max_batch_size=self.max_batch_size,
                 max_latency_ms=self.max_latency_ms, wait=self.batch_wait,
@@ -184,7 +181,7 @@ class DCGAN:
             return JSONResponse(error_body(f"not ready: {reason}"), status_code=503)
         try:
             response, count = await handler(self.generator, req)
-        except RequestError as exc:
+        except GenerationError as exc:
             metrics.count_rejected(endpoint, "invalid")
             return JSONResponse(error_body(str(exc), exc.field), status_code=400)
         except Overloaded as exc:
@@ -193,20 +190,15 @@ class DCGAN:
         metrics.count_images(endpoint, count)
         return response
 
-    async def _sample(self, g: Generator, req: SampleRequest) -> tuple[Response, int]:
+    async def _sample(self, g: OnnxGenerator, req: SampleRequest) -> tuple[Response, int]:
         card = g.card
         n = req.n
         if n > (most := LIMITS.max_images(card.output_shape)):
-            raise RequestError("n", f"n must be an integer from 1 to {most} for this model, got {n}")
-        check_label(req.label, card.num_classes)
-        _check_format(card, req.format)
-        seed = req.seed if req.seed is not None else secrets.randbelow(lat.MAX_SEED - n + 2)
-        if seed + n - 1 > lat.MAX_SEED:
-            raise RequestError("seed", f"seed + n - 1 must not exceed {lat.MAX_SEED}")
-        seeds = list(range(seed, seed + n))
-        latents = await _run(lat.latents_from_seeds, seeds, card.nz, req.truncation,
-                             heavy=req.truncation is not None or n > 8)
-        labels = _labels(card.num_classes, seeds, req.label)
+            raise GenerationError("n", f"n must be an integer from 1 to {most} for this model, got {n}")
+        plan = functools.partial(gen.plan_sample, card, seed=req.seed, n=n,
+                                 truncation=req.truncation, label=req.label, format=req.format)
+        latents, labels, seeds = await _run(plan, heavy=req.truncation is not None or n > 8)
+        seed = seeds[0]
         images = await self.batcher.generate(latents, labels)
         headers = {"X-Seed": str(seed), "X-Count": str(n)}
         if req.format == "array":
@@ -215,33 +207,20 @@ class DCGAN:
             return JSONResponse(body, headers=headers), n
         heavy = images.size > INLINE_VALUES
         if req.format == "png":
-            png = await _run(_grid_png, images, req.columns, heavy=heavy)
+            png = await _run(gen.grid_png, images, req.columns, heavy=heavy)
             return Response(png, media_type="image/png", headers=headers), n
         pngs = await _run(_pngs, images, heavy=heavy)
         body = {"seed": seed, "seeds": seeds, **_labels_field(labels),
                 "shape": list(card.output_shape), "images": pngs, "model": _model_field(g)}
         return JSONResponse(body, headers=headers), n
 
-    async def _interpolate(self, g: Generator, req: InterpolateRequest) -> tuple[Response, int]:
+    async def _interpolate(self, g: OnnxGenerator, req: InterpolateRequest) -> tuple[Response, int]:
         card = g.card
-        check_label(req.label, card.num_classes)
-        _check_format(card, req.format)
         if req.steps > (most := LIMITS.max_images(card.output_shape)):
-            raise RequestError("steps", f"steps must be an integer from 2 to {most} for this model")
-        start = _endpoint_latent("start", req.start, card.nz, req.truncation)
-        end = _endpoint_latent("end", req.end, card.nz, req.truncation)
-        path = lat.interpolate(start, end, req.steps, req.method)
-        labels = None
-        if card.num_classes:
-            if req.label is None and not (_is_seed(req.start) and _is_seed(req.end)):
-                raise RequestError("label", "label is required for a class-conditional model "
-                                   f"when start or end is a latent vector (0 to {card.num_classes - 1})")
-            first, last = ((req.label, req.label) if req.label is not None
-                           else (req.start % card.num_classes, req.end % card.num_classes))
-            # Labels cannot be blended: each end point keeps its own class, switching
-            # halfway, so the first and last frames equal their /sample images.
-            t = np.linspace(0.0, 1.0, req.steps)
-            labels = np.where(t < 0.5, first, last).astype(np.int64)
+            raise GenerationError("steps", f"steps must be an integer from 2 to {most} for this model")
+        path, labels, _ = gen.plan_interpolation(
+            card, req.start, req.end, steps=req.steps, method=req.method,
+            truncation=req.truncation, label=req.label, format=req.format)
         images = await self.batcher.generate(path, labels)
         n = req.steps
         heavy = images.size > INLINE_VALUES
@@ -250,10 +229,10 @@ class DCGAN:
                     "shape": list(images.shape), "latents": path.tolist(), "images": images.tolist()}
             return JSONResponse(body), n
         if req.format == "png":
-            png = await _run(_grid_png, images, n, heavy=heavy)
+            png = await _run(gen.strip_png, images, heavy=heavy)
             return Response(png, media_type="image/png"), n
         if req.format == "gif":
-            gif = await _run(lambda x: imaging.encode_gif(imaging.to_uint8(x)), images, heavy=True)
+            gif = await _run(gen.animated_gif, images, heavy=True)
             return Response(gif, media_type="image/gif"), n
         pngs = await _run(_pngs, images, heavy=heavy)
         body = {"steps": n, "method": req.method, **_labels_field(labels),
@@ -273,47 +252,15 @@ async def _run(fn, *args, heavy: bool):
 
 
 def _pngs(images: np.ndarray) -> list[str]:
-    return [imaging.b64(imaging.encode_png(p)) for p in imaging.to_uint8(images)]
-
-
-def _grid_png(images: np.ndarray, columns: int | None) -> bytes:
-    return imaging.encode_png(imaging.tile(imaging.to_uint8(images), columns))
-
-
-def _labels(num_classes: int, seeds: list[int], label: int | None) -> np.ndarray | None:
-    if not num_classes:
-        return None
-    if label is not None:
-        return np.full(len(seeds), label, np.int64)
-    return lat.labels_for_seeds(seeds, num_classes)
+    return [gen.b64(png) for png in gen.png_images(images)]
 
 
 def _labels_field(labels: np.ndarray | None) -> dict[str, Any]:
     return {} if labels is None else {"labels": labels.tolist()}
 
 
-def _model_field(g: Generator) -> dict[str, Any]:
+def _model_field(g: OnnxGenerator) -> dict[str, Any]:
     return {"name": g.card.name, "version": g.version, "step": g.card.step}
-
-
-def _check_format(card, fmt: str) -> None:
-    if not card.is_image and fmt != "array":
-        raise RequestError("format", f"format {fmt} needs an image model; this model makes "
-                           f"vectors of shape {list(card.output_shape)}: use format array")
-
-
-def _is_seed(value) -> bool:
-    return isinstance(value, int)
-
-
-def _endpoint_latent(field: str, value, nz: int, truncation: float | None) -> np.ndarray:
-    if _is_seed(value):
-        return lat.latent_from_seed(value, nz, truncation)
-    try:
-        vector = lat.as_latent(value, nz, field)
-    except ValueError as exc:
-        raise RequestError(field, str(exc)) from None
-    return vector if truncation is None else lat.truncate(vector, truncation)
 
 
 # --- web page, /model and /docs (GET routes beside BentoML's POST APIs) -----------------

@@ -8,13 +8,13 @@ import pytest
 
 
 def tiny_config(run_dir: Path | str, **overrides):
-    """A TrainConfig that trains in about a second on one CPU core: 16x16 images,
-    8 feature maps, batch 8. Defaults otherwise, so resumes are exact."""
-    from training.config import TrainConfig
+    """A resolved TrainConfig that trains in about a second on one CPU core: 16x16
+    images, 8 feature maps, batch 8. Defaults otherwise, so resumes are exact."""
+    from training.config import TrainConfig, resolve
 
     options = dict(dataset="mnist5k", image_size=16, nz=16, ngf=8, ndf=8, batch_size=8,
                    steps=12, log_every=4, run_dir=str(run_dir), device="cpu", threads=1)
-    return TrainConfig(**{**options, **overrides})
+    return resolve(TrainConfig(**{**options, **overrides}))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,3 +47,21 @@ def conditional_run(tmp_path_factory) -> Path:
 
     config = tiny_config(tmp_path_factory.mktemp("conditional") / "run", conditional=True)
     return train(config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """A tiny class-conditional generator exported to ONNX (random weights, seeded)."""
+    from test_service_runtime import export_tiny
+
+    return export_tiny(tmp_path_factory.mktemp("models") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def client(tiny_onnx):
+    """The service, in-process, serving `tiny_onnx` with the default settings."""
+    from test_service_runtime import serving_app
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        with serving_app(monkeypatch, tiny_onnx) as client:
+            yield client

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,6 +118,20 @@ def test_serving_side_never_imports_torch_or_training(module):
 def test_models_never_import_training_or_service(module):
     direct = {_top(n) for n in GRAPH[module][0]}
     assert not direct & {"training", "service"}, f"{module} imports {sorted(direct & {'training', 'service'})}"
+
+
+@pytest.mark.parametrize("module, forbidden", [
+    ("service.service", ("torch", "torchvision", "training")),
+    # Pillow and BentoML too: the layer loads them only when a GIF or the store is needed.
+    ("models.generation", ("torch", "training", "service", "PIL", "bentoml")),
+])
+def test_importing_a_torch_free_layer_loads_none_of_the_forbidden_modules(module, forbidden):
+    """The same rule, at run time: what `import` really loads, in a fresh interpreter."""
+    code = (f"import sys, {module}; "
+            f"bad = [m for m in {forbidden!r} if m in sys.modules]; assert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def test_no_import_cycles_at_load_time():

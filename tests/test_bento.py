@@ -180,12 +180,14 @@ def test_the_generator_is_packed_in_the_exported_bento(built):
 def test_the_bento_carries_only_the_code_the_service_imports(built):
     src = built["cpu"] / "src"
     files = {p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file()}
-    # All of the service package (code and the page's static files), and the numpy-only
-    # part of models.
+    # All of the service package (code and the page's static files), and the torch-free
+    # part of models: latent, card and the generation layer (all of its modules).
     service_files = {p.relative_to(ROOT).as_posix() for p in (ROOT / "service").rglob("*")
                      if p.is_file() and "__pycache__" not in p.parts}
     assert "service/service.py" in service_files
-    missing = service_files - files
+    generation = {p.relative_to(ROOT).as_posix() for p in (ROOT / "models/generation").rglob("*.py")}
+    assert "models/generation/__init__.py" in generation
+    missing = (service_files | generation) - files
     assert not missing, f"bentofile.yaml's include list leaves out {sorted(missing)}"
     for needed in ("models/__init__.py", "models/latent.py", "models/card.py"):
         assert needed in files

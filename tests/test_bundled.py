@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import onnxruntime as ort
+import pytest
 
 from models.card import ModelCard
 from models.latent import latents_from_seeds
@@ -45,9 +45,9 @@ def test_bundled_generator_quality_is_what_its_card_says():
     """Measured again from scratch (the feature classifier is trained anew in the
     tests' cache): the card's figures are reproducible, and they meet the bar."""
     from training.evaluate import Evaluator
-    from training.sources import open_source
+    from training.sources import open_generator
 
-    source = open_source(BUNDLED)
+    source = open_generator(BUNDLED)
     figures = Evaluator("mnist5k", image_size=32, nc=1, num_samples=1000)(source)
     recorded = source.card.quality
     assert figures["fd_ratio"] <= 2.0 and figures["classes_covered"] == 10

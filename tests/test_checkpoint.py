@@ -15,7 +15,7 @@ from training.checkpoint import (
     atomic_write,
     find_checkpoint,
     load_checkpoint,
-    load_generator,
+    load_torch_generator,
     save_checkpoint,
 )
 from training.config import TrainConfig
@@ -142,10 +142,10 @@ def test_missing_file_directory_future_version_and_incomplete_state(tmp_path):
 def test_run_directory_prefers_best_for_generators(tmp_path):
     save_checkpoint(tmp_path / "checkpoint.pt", make_state(step=20))
     assert find_checkpoint(tmp_path).name == "checkpoint.pt"
-    assert load_generator(tmp_path)[1].step == 20
+    assert load_torch_generator(tmp_path)[1].step == 20
     save_checkpoint(tmp_path / "best.pt", make_state(step=10))
     assert find_checkpoint(tmp_path, prefer_best=True).name == "best.pt"
-    assert load_generator(tmp_path)[1].step == 10
+    assert load_torch_generator(tmp_path)[1].step == 10
     assert load_checkpoint(tmp_path)["step"] == 20  # resuming continues from the latest
 
 
@@ -157,19 +157,19 @@ def test_load_generator_takes_ema_or_raw_weights(tmp_path):
     assert not same_weights(_module(state["ema"]), state["generator"])  # they differ
     path = save_checkpoint(tmp_path / "checkpoint.pt", state)
 
-    generator, card = load_generator(path)  # ema by default
+    generator, card = load_torch_generator(path)  # ema by default
     assert same_weights(generator, state["ema"]) and card.weights == "ema"
     assert not generator.training and card.step == 7 and card.name == "tiny"
 
-    generator, card = load_generator(path, weights="raw")
+    generator, card = load_torch_generator(path, weights="raw")
     assert same_weights(generator, state["generator"]) and card.weights == "raw"
 
     no_ema = save_checkpoint(tmp_path / "no_ema.pt", make_state(ema=False))
-    generator, card = load_generator(no_ema, weights="ema")  # falls back, and says so
+    generator, card = load_torch_generator(no_ema, weights="ema")  # falls back, and says so
     assert same_weights(generator, state["generator"]) and card.weights == "raw"
 
     with pytest.raises(CheckpointError, match="weights must be ema or raw, got 'best'"):
-        load_generator(path, weights="best")
+        load_torch_generator(path, weights="best")
 
 
 def _module(state: dict) -> nn.Module:
@@ -183,10 +183,10 @@ def test_unusable_card_or_mismatched_weights(tmp_path):
     state["card"]["arch"] = "transformer"
     path = save_checkpoint(tmp_path / "arch.pt", state)
     with pytest.raises(CheckpointError, match="arch.pt has an unusable model card: arch must be one of"):
-        load_generator(path)
+        load_torch_generator(path)
 
     state = make_state()
     state["card"]["model"]["ngf"] = 4  # the weights are for ngf=2
     path = save_checkpoint(tmp_path / "shape.pt", state)
     with pytest.raises(CheckpointError, match="shape.pt: weights do not match the card's architecture"):
-        load_generator(path)
+        load_torch_generator(path)

@@ -4,6 +4,8 @@ and a one-line error with exit code 1 for every mistake a user can make."""
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +39,7 @@ def pixels(path: Path) -> np.ndarray:
 
 
 def cell(grid: np.ndarray, index: int) -> np.ndarray:
-    """Image `index` of a one-row grid (padding 2)."""
+    """Image `index` of the first row of a grid (padding 2)."""
     x = PAD + index * (SIDE + PAD)
     return grid[PAD:PAD + SIDE, x:x + SIDE].astype(int)
 
@@ -96,6 +98,30 @@ def test_dry_run_of_a_resume_keeps_the_saved_options(trained):
     assert config["run_dir"] == str(trained)
 
 
+def test_a_run_writes_the_config_its_dry_run_printed(tmp_path, monkeypatch):
+    """Resolved once: config.json holds what --dry-run printed for the same options,
+    the recorded command included, for a new run and for a resumed one."""
+    run_dir = tmp_path / "run"
+
+    def typed(*args: str | Path):  # the command is recorded from sys.argv, as a shell sets it
+        monkeypatch.setattr(sys, "argv", ["dcgan", *map(str, args)])
+        return ok(*args)
+
+    new = ("train", "--dataset", "digits", "--image-size", "16", "--nz", "8", "--ngf", "4",
+           "--ndf", "4", "--batch-size", "8", "--steps", "2", "--device", "cpu", "--threads", "1",
+           "--no-progress", "--run-dir", run_dir)
+    printed = json.loads(typed(*new, "--dry-run").stdout)
+    typed(*new)
+    assert json.loads((run_dir / "config.json").read_text()) == printed
+    assert printed["command"] == shlex.join(["dcgan", *map(str, new)])  # without --dry-run
+
+    resumed = ("train", "--resume", run_dir, "--steps", "3", "--lr-d", "1e-4", "--no-progress")
+    printed = json.loads(typed(*resumed, "--dry-run").stdout)
+    typed(*resumed)
+    assert json.loads((run_dir / "config.json").read_text()) == printed
+    assert printed["steps"] == 3 and printed["lr_d"] == 1e-4 and printed["nz"] == 8
+
+
 # --- export, sample, interpolate ----------------------------------------------------------------
 
 
@@ -136,7 +162,7 @@ def test_sample_is_reproducible_from_checkpoint_and_onnx(trained, exported, tmp_
         assert "(4 samples)" in result.stdout
     assert outputs["a"].read_bytes() == outputs["b"].read_bytes()  # same seeds, same bytes
     torch_grid, onnx_grid = pixels(outputs["a"]), pixels(outputs["onnx"])
-    assert torch_grid.shape == (SIDE + 2 * PAD, 4 * (SIDE + PAD) + PAD)  # one grey row of 4
+    assert torch_grid.shape == (2 * (SIDE + PAD) + PAD,) * 2  # grey, 2 by 2: as square as HTTP
     assert np.abs(torch_grid.astype(int) - onnx_grid.astype(int)).max() <= 1
     # different seeds are different images (the comparisons above are not vacuous)
     assert np.abs(cell(torch_grid, 0) - cell(torch_grid, 1)).max() > 10
@@ -211,6 +237,19 @@ def test_training_errors(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no debris from failed runs
 
 
+def test_a_resume_with_another_architecture_is_refused_in_one_line(trained):
+    """The run was made with --ngf 8: a resume asking for 32 would load weights of
+    another shape (a 57-line size-mismatch traceback before)."""
+    before = sorted(p.name for p in trained.iterdir())
+    assert_user_error(run("train", "--resume", trained, "--ngf", "32", "--nz", "64"),
+                      "keeps its architecture", "--ngf 32 (the run has 8)", "--nz 64 (the run has 16)")
+    assert_user_error(run("train", "--resume", trained, "--conditional", "--dry-run"),
+                      "--conditional True (the run has False)")
+    # The same value as the run's is no change.
+    assert ok("train", "--resume", trained, "--ngf", "8", "--steps", "100", "--dry-run")
+    assert sorted(p.name for p in trained.iterdir()) == before
+
+
 def test_broken_sources(tmp_path, tiny_run):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"this is not a checkpoint")
@@ -222,9 +261,9 @@ def test_broken_sources(tmp_path, tiny_run):
                       "foreign.pt is not a dcgan-service checkpoint")
     assert_user_error(run("sample", tmp_path / "missing.pt"), "no checkpoint, run directory or ONNX")
 
-    from training.checkpoint import load_generator
+    from training.checkpoint import load_torch_generator
 
-    generator, card = load_generator(tiny_run)
+    generator, card = load_torch_generator(tiny_run)
     bare = to_onnx_model(generator, card)
     del bare.metadata_props[:]
     onnx.save(bare, str(tmp_path / "bare.onnx"))
@@ -232,16 +271,16 @@ def test_broken_sources(tmp_path, tiny_run):
                       "bare.onnx has no model card")
     (tmp_path / "junk.onnx").write_bytes(b"junk")
     assert_user_error(run("interpolate", tmp_path / "junk.onnx", "--out", tmp_path / "x.gif"),
-                      "junk.onnx is not a loadable ONNX model")
+                      "junk.onnx: ONNX Runtime cannot open it")
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.gif").exists()
 
 
 def test_bad_options_of_sample_interpolate_and_export(tiny_run, conditional_run, tmp_path):
     out = tmp_path / "x.png"
     assert_user_error(run("sample", conditional_run, "--label", "10", "--out", out),
-                      "--label must be from 0 to 9, got 10")
+                      "--label must be an integer from 0 to 9, got 10")
     assert_user_error(run("sample", tiny_run, "--label", "1", "--out", out),
-                      "--label is for class-conditional models")
+                      "--label: this model is not class-conditional")
     assert_user_error(run("sample", tiny_run, "--seeds", "0-5000", "--out", out),
                       "at most 1024 seeds")
     assert_user_error(run("sample", tiny_run, "--seeds", "3-1", "--out", out),
@@ -283,7 +322,8 @@ def test_evaluate_errors_go_through_the_one_handler(tiny_run, tmp_path):
                    "--ema-decay", "--run-dir", "--conditional"]),
         ("export", ["--out", "--weights", "--fp16", "--name", "--register"]),
         ("sample", ["--seeds", "--out", "--truncation", "--label", "--nrow", "--weights"]),
-        ("interpolate", ["--start", "--end", "--steps", "--method", "--out", "--frame-ms"]),
+        ("interpolate", ["--start", "--end", "--steps", "--method", "--out", "--frame-ms",
+                         "--truncation", "--label"]),
     ],
 )
 def test_help_of_each_command_lists_its_options(command, options):

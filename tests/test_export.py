@@ -19,7 +19,7 @@ import torch
 import training.export as export
 from models import build_models
 from models.card import CARD_KEY, CardError, ModelCard
-from training.checkpoint import load_generator
+from training.checkpoint import load_torch_generator
 from training.export import ExportError, export_onnx, read_card, register_model, to_onnx_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,13 +55,13 @@ def torch_images(generator, latents: np.ndarray, labels: np.ndarray | None = Non
 
 @pytest.fixture(scope="module")
 def unconditional(tiny_run):
-    generator, card = load_generator(tiny_run)
+    generator, card = load_torch_generator(tiny_run)
     return lively(generator, card), card
 
 
 @pytest.fixture(scope="module")
 def conditional(conditional_run):
-    generator, card = load_generator(conditional_run)
+    generator, card = load_torch_generator(conditional_run)
     return lively(generator, card), card
 
 

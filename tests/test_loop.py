@@ -16,9 +16,10 @@ from PIL import Image
 
 import training.loop as loop
 from models.card import ModelCard
-from training.checkpoint import load_checkpoint, load_generator
+from training.checkpoint import load_checkpoint, load_torch_generator
 from training.config import LOSSES
 from training.loop import TrainingError, train
+from training.run import failure_warnings
 
 REPO = Path(__file__).resolve().parents[1]
 N = 6  # steps before the simulated stop; the whole run is 2N
@@ -84,6 +85,37 @@ def test_stop_and_resume_is_bit_identical_to_one_run(variant, whole_run, tmp_pat
         assert (whole["d_loss"], whole["g_loss"]) == (resumed["d_loss"], resumed["g_loss"])
 
 
+def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(
+        tmp_path, make_tiny_config, monkeypatch):
+    """Stopped by Ctrl-C between two checkpoints, with instance noise whose decay depends
+    on the step: the resume redoes the lost steps exactly."""
+    options = dict(steps=2 * N, log_every=2, checkpoint_every=4, instance_noise=0.1)
+    reference = train(make_tiny_config(tmp_path / "whole", **options), progress=False)
+    interrupted = tmp_path / "interrupted"
+    generator_loss, calls = loop.losses.generator_loss, []
+
+    def ctrl_c_in_step_seven(*args):
+        calls.append(args)
+        if len(calls) == N + 1:
+            raise KeyboardInterrupt
+        return generator_loss(*args)
+
+    monkeypatch.setattr(loop.losses, "generator_loss", ctrl_c_in_step_seven)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_tiny_config(interrupted, **options), progress=False)
+    monkeypatch.undo()
+    assert load_checkpoint(interrupted)["step"] == 4  # steps 5 and 6 are lost
+    train(make_tiny_config(interrupted, **options), resume=interrupted, progress=False)
+
+    expected, got = load_checkpoint(reference), load_checkpoint(interrupted)
+    assert got["step"] == expected["step"] == 2 * N
+    for key in ("generator", "discriminator", "ema", "opt_g", "opt_d", "rng"):
+        assert_identical(expected[key], got[key], key)
+    losses_by_step = [{r["step"]: (r["d_loss"], r["g_loss"]) for r in records(run)}
+                      for run in (reference, interrupted)]
+    assert losses_by_step[0] == losses_by_step[1] and len(losses_by_step[0]) == N
+
+
 # --- the run directory -----------------------------------------------------------------
 
 
@@ -135,6 +167,20 @@ def test_every_loss_trains_with_finite_losses(loss, tmp_path, make_tiny_config):
     if loss == "wgan":  # the critic stays clipped after every step
         assert max(float(v.abs().max()) for k, v in discriminator.items()
                    if "running" not in k and "num_batches" not in k) <= 0.01
+
+
+def test_compile_with_a_gradient_penalty_trains_with_d_eager(tmp_path, make_tiny_config, caplog):
+    """torch.compile cannot differentiate R1's gradient: the bundled generator's own
+    recipe (--r1) crashed at the first D step with --compile. D now stays eager."""
+    caplog.set_level("INFO", logger="dcgan.train")
+    config = make_tiny_config(tmp_path, r1=1.0, compile=True, steps=2, log_every=1)
+    logged = records(train(config, progress=False))
+    assert [r["step"] for r in logged] == [1, 2]
+    assert all(math.isfinite(r["d_loss"]) and math.isfinite(r["r1"] if "r1" in r else 0.0)
+               for r in logged)
+    assert "D stays eager" in caplog.text
+    assert loop.needs_double_backward(make_tiny_config(tmp_path, loss="wgan-gp"))
+    assert not loop.needs_double_backward(make_tiny_config(tmp_path))
 
 
 class CountingDataset(torch.utils.data.Dataset):
@@ -196,19 +242,19 @@ def test_mlp_trains_on_the_ring(tmp_path, make_tiny_config):
     resolved = json.loads((run_dir / "config.json").read_text())
     assert resolved["arch"] == "mlp" and resolved["nz"] == 2
     assert not (run_dir / "samples").exists()  # points, not images
-    generator, card = load_generator(run_dir, weights="raw")
+    generator, card = load_torch_generator(run_dir, weights="raw")
     assert card.arch == "mlp" and card.output_shape == (2,) and not card.is_image
     with torch.no_grad():
         points = generator(torch.randn(100, 2))
     assert points.shape == (100, 2) and torch.isfinite(points).all()
-    start, _ = load_generator(first, weights="raw")  # same seed: the same initial weights
+    start, _ = load_torch_generator(first, weights="raw")  # same seed: the same initial weights
     moved = [not torch.equal(a, b) for a, b in zip(start.parameters(), generator.parameters())]
     assert all(moved)
     assert all(math.isfinite(r["d_loss"]) for r in records(run_dir))
 
 
 def test_conditional_training_makes_a_class_conditional_generator(conditional_run):
-    generator, card = load_generator(conditional_run)
+    generator, card = load_torch_generator(conditional_run)
     assert card.num_classes == 10 and card.dataset["num_classes"] == 10
     latents = torch.randn(1, card.nz).repeat(10, 1)
     with torch.no_grad():
@@ -229,6 +275,40 @@ def test_options_that_do_not_fit_the_dataset(tmp_path, make_tiny_config):
         train(make_tiny_config(tmp_path, batch_size=8000), progress=False)
 
 
+def test_periodic_evaluation_keeps_the_checkpoint_with_the_lowest_fd(tmp_path, make_tiny_config):
+    figures, modes = iter([{"fd": 5.0}, {"fd": 3.0}, {"fd": 4.0}]), []
+
+    def evaluator(generator):
+        modes.append(generator.training)
+        return next(figures)
+
+    run_dir = train(make_tiny_config(tmp_path, steps=6, log_every=2, eval_every=2),
+                    progress=False, evaluator=evaluator)
+    assert [r["eval"] for r in records(run_dir)] == [{"fd": 5.0}, {"fd": 3.0}, {"fd": 4.0}]
+    assert modes == [False] * 3  # the EMA generator, in eval mode
+    best, latest = load_checkpoint(run_dir / "best.pt"), load_checkpoint(run_dir)
+    assert best["step"] == 4 and best["best_fd"] == latest["best_fd"] == 3.0
+    assert best["card"]["step"] == 4 and best["card"]["quality"] == {"fd": 3.0, "step": 4}
+    assert latest["card"]["quality"] == {"fd": 4.0, "step": 6}
+
+
+def test_eval_every_evaluates_without_an_evaluator_given(tmp_path, make_tiny_config):
+    """From Python as from the command line, eval_every alone turns evaluation on."""
+    config = make_tiny_config(tmp_path, dataset="ring", nz=None, mlp_hidden=16, batch_size=32,
+                              steps=4, log_every=2, eval_every=4, eval_samples=200)
+    logged = records(train(config, progress=False))
+    assert "eval" not in logged[0] and {"fd", "modes"} <= logged[1]["eval"].keys()
+    assert (tmp_path / "best.pt").is_file()
+
+
+def test_train_takes_a_resolved_config(tmp_path):
+    from training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="resolved config .* arch, nz, d_norm"):
+        train(TrainConfig(run_dir=str(tmp_path), device="cpu"), progress=False)
+    assert not list(tmp_path.iterdir())
+
+
 # --- failure warnings ---------------------------------------------------------------------
 
 
@@ -236,7 +316,7 @@ def test_ema_batch_norm_statistics_fit_the_ema_weights(conditional_run):
     """The EMA generator's running statistics are its own (standing statistics), not
     the raw generator's, which belong to other weights."""
     state = load_checkpoint(conditional_run)
-    ema, card = load_generator(conditional_run, weights="ema")
+    ema, card = load_torch_generator(conditional_run, weights="ema")
     first_norm = ema.main[1]  # after the first transposed convolution
     torch.manual_seed(123)
     latents = torch.randn(512, card.nz)
@@ -274,16 +354,16 @@ def test_failure_warnings_from_a_record():
     torch.manual_seed(0)
     diverse = torch.rand(64, 1, 16, 16) * 2 - 1
     record = dict(fine)
-    assert loop._failure_warnings(record, diverse, "nonsaturating") == []
+    assert failure_warnings(record, diverse, "nonsaturating") == []
     assert record["sample_spread"] > 0.5
     same = diverse[:1].repeat(64, 1, 1, 1)
-    assert [w[:13] for w in loop._failure_warnings(dict(fine), same, "hinge")] == ["mode collapse"]
+    assert [w[:13] for w in failure_warnings(dict(fine), same, "hinge")] == ["mode collapse"]
 
     winning = {**fine, "d_loss": 0.001}
-    assert "D wins outright" in loop._failure_warnings(winning, None, "minimax")[0]
-    assert loop._failure_warnings(winning, None, "wgan") == []  # critic losses may be anything
+    assert "D wins outright" in failure_warnings(winning, None, "minimax")[0]
+    assert failure_warnings(winning, None, "wgan") == []  # critic losses may be anything
     exploding = {**fine, "grad_norm_g": float("inf"), "grad_norm_d": 5e3}
-    warnings = loop._failure_warnings(exploding, None, "hinge")
+    warnings = failure_warnings(exploding, None, "hinge")
     assert warnings == ["G gradient norm exploding (inf)", "D gradient norm exploding (5e+03)"]
 
 
@@ -321,3 +401,20 @@ def test_a_resume_takes_the_learning_rates_it_is_given(tmp_path, make_tiny_confi
     assert [g["lr"] for g in state["opt_g"]["param_groups"]] == [1e-5]
     assert [g["lr"] for g in state["opt_d"]["param_groups"]] == [3e-5]
     assert state["config"]["lr_g"] == 1e-5
+
+
+def test_two_processes_train_with_distributed_data_parallel(tmp_path):
+    """torchrun with two CPU processes (gloo on loopback): the process group starts with
+    the project's options (timeout, device binding) and rank 0 writes the run."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    run_dir = tmp_path / "ddp"
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "training.cli",
+               "train", "--dataset", "mnist5k", "--image-size", "16", "--nz", "16", "--ngf", "8",
+               "--ndf", "8", "--batch-size", "8", "--steps", "3", "--log-every", "1",
+               "--device", "cpu", "--threads", "1", "--run-dir", str(run_dir), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_checkpoint(run_dir)["step"] == 3
+    assert [r["step"] for r in records(run_dir)] == [1, 2, 3]

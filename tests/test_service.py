@@ -11,21 +11,8 @@ import random
 import numpy as np
 import pytest
 from PIL import Image
-from test_service_runtime import export_tiny, serving_app
 
 from models.latent import MAX_SEED, latent_from_seed
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    return export_tiny(tmp_path_factory.mktemp("models") / "tiny.onnx")
-
-
-@pytest.fixture(scope="module")
-def client(tiny_onnx):
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        with serving_app(monkeypatch, tiny_onnx) as client:
-            yield client
 
 
 def png_pixels(b64: str) -> np.ndarray:

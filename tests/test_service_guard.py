@@ -7,20 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_service_runtime import export_tiny, serving_app
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    return export_tiny(tmp_path_factory.mktemp("models") / "tiny.onnx")
-
-
-@pytest.fixture(scope="module")
-def client(tiny_onnx):
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        with serving_app(monkeypatch, tiny_onnx) as client:
-            yield client
-
 
 JSON = {"content-type": "application/json"}
 

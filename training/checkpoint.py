@@ -6,15 +6,14 @@ the step, the data position, the RNG states, the resolved config and the model c
 
 In a run directory, `checkpoint.pt` is the latest state (what `--resume` reads) and
 `best.pt`, when periodic evaluation ran, the one with the lowest mean FD ratio of the
-two feature networks (`training.evaluate.selection_score`).
+two feature networks (`training.evaluate.selection_score`). Files are written with the
+generation layer's `atomic_write` (re-exported here for the loop and export).
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import torch
 
 from models import build_models
 from models.card import CardError, ModelCard
+from models.generation.files import atomic_write  # also what export and the loop write with
 
 FORMAT = "dcgan-service-checkpoint"
 VERSION = 1
@@ -31,30 +31,6 @@ LATEST, BEST = "checkpoint.pt", "best.pt"
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, foreign or unsafe; the message is one line."""
-
-
-def atomic_write(path: str | Path, write) -> Path:
-    """Write via `write(file_object)` to a temporary file beside `path`, fsync, rename.
-
-    A crash leaves either the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -103,7 +79,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def load_generator(
+def load_torch_generator(
     path: str | Path, weights: str = "ema", device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, ModelCard]:
     """The generator of a checkpoint (or run directory: best, else latest), in eval mode.

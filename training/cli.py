@@ -3,6 +3,12 @@
 Thin typer commands over one function each. Options default to None and override the
 dataclass defaults in training/config.py. Errors a user can make end in one line on
 stderr and exit code 1, never a traceback.
+
+`sample` and `interpolate` go through the generation layer (models.generation) as the
+service does: plan latents and labels, generate, encode, write atomically. Their
+defaults are the HTTP API's (a square grid; a one-row strip or a GIF of 100 ms frames;
+each end point's class, switching halfway), so the same request gives the same file as
+POST /sample or POST /interpolate on the same ONNX file.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from models.generation.pictures import GIF_FRAME_MS
 from training.evaluate.cli import evaluate_command
 
 app = typer.Typer(
@@ -31,13 +38,32 @@ out = Console()
 
 def _user_errors():
     from models.card import CardError
+    from models.generation import ModelLoadError
     from training.checkpoint import CheckpointError
     from training.evaluate.errors import EvaluationError
     from training.export import ExportError
     from training.loop import TrainingError
 
     return (ValueError, FileNotFoundError, NotADirectoryError, CardError, CheckpointError,
-            EvaluationError, ExportError, TrainingError)
+            EvaluationError, ExportError, TrainingError, ModelLoadError)
+
+
+# The request fields of the generation layer's errors, as the options that set them.
+OPTIONS = {"label": "--label", "truncation": "--truncation", "steps": "--steps",
+           "method": "--method", "start": "--start", "end": "--end"}
+
+
+def _message(exc: Exception) -> str:
+    """The error's one line, naming the CLI's option where the layer names a field."""
+    from models.generation import GenerationError
+
+    text = str(exc)
+    if not isinstance(exc, GenerationError):
+        return text
+    if exc.field == "format":  # the CLI's formats are all pictures
+        return "this generator makes points, not images; sample it from Python"
+    option = OPTIONS.get(exc.field)
+    return option + text[len(exc.field):] if option and text.startswith(exc.field) else text
 
 
 def clean_errors(command):
@@ -49,7 +75,7 @@ def clean_errors(command):
             return command(*args, **kwargs)
         except _user_errors() as exc:
             # escaped: a message is plain text, and may hold [brackets] (paths, shapes)
-            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(_message(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted; the last checkpoint is kept (resume with --resume RUN_DIR)")
@@ -58,8 +84,8 @@ def clean_errors(command):
     return wrapper
 
 
-def _command_line() -> str:
-    return shlex.join(["dcgan", *sys.argv[1:]])
+def _command_line(drop: str | None = None) -> str:
+    return shlex.join(["dcgan", *(arg for arg in sys.argv[1:] if arg != drop)])
 
 
 @app.command()
@@ -101,15 +127,14 @@ def train(
     log_every: int | None = typer.Option(None, help="Steps between log records [50]."),
     sample_every: int | None = typer.Option(None, help="Steps between sample grids [500]."),
     checkpoint_every: int | None = typer.Option(None, help="Steps between checkpoints [500]."),
-    eval_every: int | None = typer.Option(None, help="Steps between quality evaluations, 0 for none [0]; keeps best.pt by FD."),
+    eval_every: int | None = typer.Option(None, help="Steps between quality evaluations, 0 for none [0]; keeps best.pt by the mean FD ratio of the two feature networks."),
     eval_samples: int | None = typer.Option(None, help="Samples per periodic evaluation [500]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a generator; writes checkpoints, samples and metrics to the run directory."""
     from training.checkpoint import load_checkpoint
-    from training.config import TrainConfig
-    from training.loop import resolve
+    from training.config import TrainConfig, resolve, resume_config
     from training.loop import train as run_training
 
     options = locals()  # the comprehension below has its own scope
@@ -118,25 +143,16 @@ def train(
     if "run_dir" in given:
         given["run_dir"] = str(given["run_dir"])
     if resume is not None:
-        saved = load_checkpoint(resume)["config"]
-        config = TrainConfig.from_dict({**saved, **given})
+        config = resume_config(load_checkpoint(resume)["config"], given)
     else:
-        config = TrainConfig(**given, command=_command_line())
-    resolved = resolve(config)
+        # the command that trains, so that a dry run prints the config.json it would write
+        config = TrainConfig(**given, command=_command_line(drop="--dry-run"))
+    config = resolve(config)
     if dry_run:
-        out.print_json(json.dumps(resolved.to_dict()))
+        out.print_json(json.dumps(config.to_dict()))
         return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    evaluator = None
-    if resolved.eval_every:
-        from training.evaluate import PeriodicEvaluator
-        from training.loop import model_spec
-
-        spec = model_spec(resolved)
-        evaluator = PeriodicEvaluator(
-            resolved.dataset, resolved.image_size, resolved.channels or 0, spec.get("num_classes", 0),
-            root=resolved.data_root, num_samples=resolved.eval_samples, device=resolved.device)
-    run_dir = run_training(config, resume=resume, progress=progress, evaluator=evaluator)
+    run_dir = run_training(config, resume=resume, progress=progress)
     out.print(f"run directory: {run_dir}")
 
 
@@ -152,12 +168,12 @@ def export(
     quality: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Measure quality (dcgan evaluate) into the card first."),
 ) -> None:
     """Export a generator to ONNX with its model card, after a parity check."""
-    from training.checkpoint import load_generator
+    from training.checkpoint import load_torch_generator
     from training.export import export_onnx, register_model
 
     if out_path.suffix != ".onnx":
         raise ValueError(f"--out must name a .onnx file, got {out_path}")
-    generator, card = load_generator(source, weights=weights)
+    generator, card = load_torch_generator(source, weights=weights)
     if name:
         card.name = name
     if quality:
@@ -183,29 +199,6 @@ def export(
         out.print(f"registered {register_model(path, card)}")
 
 
-def _labels(card, seeds: list[int], label: int | None):
-    from models.latent import labels_for_seeds
-
-    if not card.num_classes:
-        if label is not None:
-            raise ValueError("--label is for class-conditional models; this one has no classes")
-        return None
-    if label is not None:
-        if not 0 <= label < card.num_classes:
-            raise ValueError(f"--label must be from 0 to {card.num_classes - 1}, got {label}")
-        return [label] * len(seeds)
-    return labels_for_seeds(seeds, card.num_classes)
-
-
-def _save_png(pixels, path: Path) -> None:
-    from PIL import Image
-
-    from training.checkpoint import atomic_write
-
-    image = Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels)
-    atomic_write(path, lambda handle: image.save(handle, format="PNG"))
-
-
 @app.command()
 @clean_errors
 def sample(
@@ -214,20 +207,22 @@ def sample(
     out_path: Path = typer.Option(Path("samples.png"), "--out", "-o", help="PNG grid to write."),
     truncation: float | None = typer.Option(None, help="Redraw latent entries beyond this |z| (e.g. 1.5)."),
     label: int | None = typer.Option(None, help="Class for conditional models [seed % classes]."),
-    nrow: int = typer.Option(8, help="Images per row."),
+    nrow: int | None = typer.Option(None, help="Images per row (columns) [as square as possible]."),
     weights: str = typer.Option("ema", help="For checkpoints: ema or raw weights."),
 ) -> None:
-    """Write a PNG grid of samples, one per seed (reproducible on any machine)."""
-    from models.latent import latents_from_seeds, parse_seeds
-    from training.sources import grid, open_source, to_uint8
+    """Write a PNG grid of samples, one per seed (reproducible on any machine; from an
+    ONNX file, the bytes of POST /sample with format png)."""
+    from models.generation import atomic_write, grid_png, plan_sample
+    from models.latent import parse_seeds
+    from training.sources import open_generator
 
+    if nrow is not None and nrow < 1:
+        raise ValueError(f"--nrow must be at least 1, got {nrow}")
     seed_list = parse_seeds(seeds, max_count=1024)
-    generator = open_source(source, weights=weights)
-    if not generator.card.is_image:
-        raise ValueError("this generator makes points, not images; sample it from Python")
-    latents = latents_from_seeds(seed_list, generator.card.nz, truncation)
-    images = generator.generate(latents, _labels(generator.card, seed_list, label))
-    _save_png(grid(to_uint8(images), nrow=nrow), out_path)
+    generator = open_generator(source, weights=weights)
+    latents, labels, _ = plan_sample(generator.card, seeds=seed_list, truncation=truncation,
+                                     label=label, format="png")
+    atomic_write(out_path, grid_png(generator.generate(latents, labels), nrow))
     out.print(f"wrote {out_path} ({len(seed_list)} samples)")
 
 
@@ -239,35 +234,29 @@ def interpolate(
     end: int = typer.Option(1, help="Seed of the last frame."),
     steps: int = typer.Option(8, help="Frames, end points included (2 to 256)."),
     method: str = typer.Option("slerp", help="slerp (spherical, default) or lerp."),
-    out_path: Path = typer.Option(Path("interpolation.png"), "--out", "-o", help="A .png strip or an animated .gif."),
-    label: int | None = typer.Option(None, help="Class for conditional models [start % classes]."),
-    frame_ms: int = typer.Option(100, help="GIF frame duration in milliseconds."),
+    out_path: Path = typer.Option(Path("interpolation.png"), "--out", "-o", help="A .png strip (one row) or an animated .gif."),
+    truncation: float | None = typer.Option(None, help="Redraw latent entries of both seeds beyond this |z| (e.g. 1.5)."),
+    label: int | None = typer.Option(None, help="Class of every frame, for conditional models [each end's seed % classes, switching halfway]."),
+    frame_ms: int = typer.Option(GIF_FRAME_MS, help="GIF frame duration in milliseconds."),
     weights: str = typer.Option("ema", help="For checkpoints: ema or raw weights."),
 ) -> None:
-    """Walk through latent space between two seeds: a PNG strip or an animated GIF."""
-    from models.latent import interpolate as latent_path
-    from models.latent import latent_from_seed
-    from training.sources import grid, open_source, to_uint8
+    """Walk through latent space between two seeds: a PNG strip or an animated GIF (from
+    an ONNX file, the bytes of POST /interpolate with format png or gif)."""
+    from models.generation import animated_gif, atomic_write, plan_interpolation, strip_png
+    from training.sources import open_generator
 
     if not 2 <= steps <= 256:
         raise ValueError(f"--steps must be from 2 to 256, got {steps}")
-    if out_path.suffix.lower() not in (".png", ".gif"):
+    picture = out_path.suffix.lower().lstrip(".")
+    if picture not in ("png", "gif"):
         raise ValueError(f"--out must end in .png or .gif, got {out_path}")
-    generator = open_source(source, weights=weights)
-    card = generator.card
-    path = latent_path(latent_from_seed(start, card.nz), latent_from_seed(end, card.nz), steps, method)
-    labels = _labels(card, [start] * steps, label)
-    frames = to_uint8(generator.generate(path, labels))
-    if out_path.suffix.lower() == ".png":
-        _save_png(grid(frames, nrow=steps), out_path)
-    else:
-        from PIL import Image
-
-        from training.checkpoint import atomic_write
-
-        pictures = [Image.fromarray(f.squeeze(-1) if f.shape[-1] == 1 else f) for f in frames]
-        atomic_write(out_path, lambda handle: pictures[0].save(
-            handle, format="GIF", save_all=True, append_images=pictures[1:], duration=frame_ms, loop=0))
+    if frame_ms < 1:
+        raise ValueError(f"--frame-ms must be at least 1, got {frame_ms}")
+    generator = open_generator(source, weights=weights)
+    path, labels, _ = plan_interpolation(generator.card, start, end, steps=steps, method=method,
+                                         truncation=truncation, label=label, format=picture)
+    images = generator.generate(path, labels)
+    atomic_write(out_path, animated_gif(images, frame_ms) if picture == "gif" else strip_png(images))
     out.print(f"wrote {out_path} ({steps} frames, {method})")
 
 

@@ -1,18 +1,34 @@
 """The training configuration: every default lives here, in one dataclass.
 
-CLI options default to None and override these fields; each run writes the resolved
-config (`config.json`) next to its checkpoints and inside every checkpoint.
+CLI options default to None and override these fields; `resolve` then fills the ones
+left to the dataset and the hardware, once, before training (`--dry-run` prints its
+result). Each run writes the resolved config (`config.json`) next to its checkpoints
+and inside every checkpoint.
 Defaults follow the DCGAN paper (Adam 2e-4, betas 0.5/0.999, batch 64) and use the
 non-saturating generator loss of Goodfellow et al. 2014.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime
+from pathlib import Path
 from typing import Any
+
+from models.card import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 LOSSES = ("minimax", "nonsaturating", "wgan", "wgan-gp", "hinge")
 DEVICES = ("auto", "cpu", "cuda")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (diverged, bad options for this dataset); one-line message."""
+
+
+# Options that shape the networks or what they are trained on: a resumed run keeps them
+# (its saved weights fit no other shape).
+ARCHITECTURE_OPTIONS = ("dataset", "image_size", "channels", "conditional", "arch", "nz", "ngf",
+                        "ndf", "mlp_hidden", "pack", "d_norm")
 
 
 @dataclass
@@ -86,8 +102,9 @@ class TrainConfig:
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         size = self.image_size
-        if not (16 <= size <= 256) or size & (size - 1):
-            raise ValueError(f"image-size must be a power of two from 16 to 256, got {size}")
+        if not (MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE) or size & (size - 1):
+            raise ValueError(f"image-size must be a power of two from {MIN_IMAGE_SIZE} to "
+                             f"{MAX_IMAGE_SIZE}, got {size}")
         positive = ("steps", "batch_size", "d_steps", "pack", "ngf", "ndf", "mlp_hidden")
         for name in positive:
             if getattr(self, name) < 1:
@@ -115,3 +132,55 @@ class TrainConfig:
         for name in ("lr_g", "lr_d"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.replace('_', '-')} must be above 0, got {getattr(self, name)}")
+
+
+def resolve(config: TrainConfig) -> TrainConfig:
+    """Fill the fields left to be chosen from the dataset and the hardware."""
+    import torch
+
+    from training.data import dataset_info
+
+    config.validate()
+    info = dataset_info(config.dataset)
+    arch = config.arch or ("mlp" if info.kind == "points" else "dcgan")
+    if config.conditional and not info.labelled:
+        raise TrainingError(f"--conditional needs a labelled dataset; {config.dataset} has no labels")
+    if arch == "dcgan" and info.kind == "points":
+        raise TrainingError(f"{config.dataset} holds 2-D points: use --arch mlp")
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda was asked for, but no CUDA device is available")
+    cuda = device == "cuda"
+    d_norm = config.d_norm or ("layer" if config.loss == "wgan-gp" else "batch")
+    run_dir = config.run_dir or str(
+        Path("runs") / f"{config.dataset}-{config.loss}-{datetime.now():%Y%m%d-%H%M%S}"
+    )
+    return replace(
+        config, arch=arch, device=device, d_norm=d_norm, run_dir=run_dir,
+        nz=config.nz or (100 if arch == "dcgan" else 2),
+        channels=config.channels or (info.nc or None),
+        amp=cuda if config.amp is None else config.amp,
+        channels_last=cuda if config.channels_last is None else config.channels_last,
+        name=config.name or config.dataset,
+    )
+
+
+def unresolved(config: TrainConfig) -> list[str]:
+    """The fields `resolve` would still fill (empty for a resolved config)."""
+    left = [name for name in ("arch", "nz", "d_norm", "run_dir", "amp", "channels_last")
+            if getattr(config, name) is None]
+    return left + (["device"] if config.device == "auto" else []) + ([] if config.name else ["name"])
+
+
+def resume_config(saved: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
+    """The saved config of a run with the options given on the command line on top;
+    an architecture option that differs from the run's is refused in one line."""
+    changed = [f"--{name.replace('_', '-')} {given[name]} (the run has {saved.get(name)})"
+               for name in ARCHITECTURE_OPTIONS
+               if name in given and given[name] != saved.get(name)]
+    if changed:
+        raise TrainingError("a resumed run keeps its architecture and data; leave out "
+                            + ", ".join(changed))
+    return TrainConfig.from_dict({**saved, **given})

@@ -3,7 +3,8 @@
 The exported graph takes `latents` (N, nz) float32, plus `labels` (N,) int64 for
 class-conditional generators, and returns `images` (N, nc, H, W) in [-1, 1] (or
 points for the toys), with a dynamic batch axis. The model card travels in the
-file's `metadata_props`, so the service never guesses a shape.
+file's `metadata_props`, so the service never guesses a shape. Registered generators
+are named as the generation layer's store naming says (models.generation.store).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import onnx
 import torch
 
 from models.card import ModelCard
-from training.checkpoint import atomic_write
+from models.generation import STORE_FILE, atomic_write, store_name
 
 OPSET = 18
 PARITY_TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
@@ -128,14 +129,15 @@ def read_card(path: str | Path) -> ModelCard:
 
 
 def register_model(onnx_path: str | Path, card: ModelCard, name: str | None = None) -> str:
-    """Copy an exported file into the BentoML model store as `dcgan-<name>`; returns the tag."""
+    """Copy an exported file into the BentoML model store as `dcgan-<name>` (the name
+    the service looks up); returns the tag."""
     import shutil
 
     import bentoml
 
-    tag_name = f"dcgan-{name or card.name}"
+    tag_name = store_name(name or card.name)
     labels = {"arch": card.arch, "dataset": str(card.dataset.get("name", "")), "step": str(card.step)}
     metadata = {"card": card.to_dict()}
     with bentoml.models.create(tag_name, labels=labels, metadata=metadata) as model:
-        shutil.copyfile(onnx_path, model.path_of("generator.onnx"))
+        shutil.copyfile(onnx_path, model.path_of(STORE_FILE))
     return str(model.tag)

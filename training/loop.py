@@ -1,26 +1,25 @@
 """train(config) -> run directory: one loop you can read top to bottom.
 
 Per generator step: `d_steps` discriminator steps (Algorithm 1 of Goodfellow et al.
-2014), then one generator step, then the EMA update. The loss functions own the GAN
-maths; this file schedules, logs, samples, evaluates and checkpoints.
+2014), then one generator step, then the EMA update, then the bookkeeping. The loss
+functions own the GAN maths; this file sets up the networks and the data and
+schedules the steps. The run directory and all that goes into it (config.json, logs,
+sample grids, evaluation and best.pt, checkpoints) belong to `Run` in training/run.py.
 
-Run directory: config.json (resolved options), checkpoint.pt (latest, for --resume),
-best.pt (lowest mean FD ratio, when evaluating), metrics.jsonl, samples/step_XXXXXX.png,
-tensorboard/. Several processes (torchrun) train with DistributedDataParallel; the
-batch size is per process and only rank 0 writes.
+`train` takes a config resolved once, by `training.config.resolve`: what a run writes
+to config.json is what `dcgan train --dry-run` prints. Several processes (torchrun)
+train with DistributedDataParallel; the batch size is per process and only rank 0
+writes.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import math
 import os
-import time
 from contextlib import nullcontext
-from dataclasses import replace
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -28,77 +27,20 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from models import build_models
-from models.card import ModelCard
 from training import losses
 from training.augment import augment, parse_augment
-from training.checkpoint import BEST, LATEST, atomic_write, load_checkpoint, save_checkpoint
-from training.config import TrainConfig
-from training.data import dataset_info, load_dataset
-from training.evaluate.evaluator import selection_score
+from training.checkpoint import load_checkpoint
+from training.config import TrainConfig, TrainingError, unresolved
+from training.data import load_dataset
+from training.run import Run, model_spec
 
 log = logging.getLogger("dcgan.train")
-NUM_FIXED_SAMPLES = 64
+DIST_TIMEOUT = timedelta(hours=1)
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (diverged, bad options for this dataset); one-line message."""
-
-
-def resolve(config: TrainConfig) -> TrainConfig:
-    """Fill the fields left to be chosen from the dataset and the hardware."""
-    config.validate()
-    info = dataset_info(config.dataset)
-    arch = config.arch or ("mlp" if info.kind == "points" else "dcgan")
-    if config.conditional and not info.labelled:
-        raise TrainingError(f"--conditional needs a labelled dataset; {config.dataset} has no labels")
-    if arch == "dcgan" and info.kind == "points":
-        raise TrainingError(f"{config.dataset} holds 2-D points: use --arch mlp")
-    device = config.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("--device cuda was asked for, but no CUDA device is available")
-    cuda = device == "cuda"
-    d_norm = config.d_norm or ("layer" if config.loss == "wgan-gp" else "batch")
-    run_dir = config.run_dir or str(
-        Path("runs") / f"{config.dataset}-{config.loss}-{datetime.now():%Y%m%d-%H%M%S}"
-    )
-    return replace(
-        config, arch=arch, device=device, d_norm=d_norm, run_dir=run_dir,
-        nz=config.nz or (100 if arch == "dcgan" else 2),
-        channels=config.channels or (info.nc or None),
-        amp=cuda if config.amp is None else config.amp,
-        channels_last=cuda if config.channels_last is None else config.channels_last,
-        name=config.name or config.dataset,
-    )
-
-
-def model_spec(config: TrainConfig) -> dict:
-    """The architecture dict stored in the card (the config of models/dcgan.py or mlp.py)."""
-    info = dataset_info(config.dataset)
-    num_classes = info.num_classes if config.conditional else 0
-    if config.arch == "dcgan":
-        return dict(nz=config.nz, ngf=config.ngf, ndf=config.ndf, nc=config.channels,
-                    image_size=config.image_size, num_classes=num_classes, pack=config.pack,
-                    d_norm=config.d_norm)
-    points = info.kind == "points"
-    out_shape = [2] if points else [config.channels, config.image_size, config.image_size]
-    return dict(nz=config.nz, hidden=config.mlp_hidden, layers=3, out_shape=out_shape,
-                output="linear" if points else "tanh", pack=config.pack)
-
-
-def make_card(config: TrainConfig, step: int, quality: dict | None = None) -> ModelCard:
-    info = dataset_info(config.dataset)
-    dataset = {"name": config.dataset, "split": "train", "description": info.description,
-               "num_classes": info.num_classes,
-               "normalisation": "pixels scaled to [-1, 1] (x / 127.5 - 1)" if info.kind == "image" else "none"}
-    return ModelCard(
-        name=config.name, arch=config.arch, model=model_spec(config), dataset=dataset, step=step,
-        command=config.command, quality=dict(quality or {}),
-        weights="ema" if config.ema_decay > 0 else "raw",
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        versions={"torch": str(torch.__version__)},
-    )
+def needs_double_backward(config: TrainConfig) -> bool:
+    """R1 and WGAN-GP penalise the gradient of D's output w.r.t. its input."""
+    return config.r1 > 0 or config.loss == "wgan-gp"
 
 
 class EpochBatches(torch.utils.data.Sampler):
@@ -129,93 +71,48 @@ class EpochBatches(torch.utils.data.Sampler):
         return 2**62
 
 
-def _grad_norm(module: torch.nn.Module) -> float:
-    norms = [p.grad.detach().norm(2) for p in module.parameters() if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+@dataclass
+class GAN:
+    """What the training steps work on: both networks, the average of G's weights, the
+    optimisers, and the modules the steps call (DDP-wrapped and/or compiled)."""
+
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
+    ema: torch.nn.Module | None  # what is exported and served; None when ema_decay is 0
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    g_train: torch.nn.Module
+    d_train: torch.nn.Module
+    d_for_g: torch.nn.Module  # the bare D under DDP: the generator step must not reduce D's gradients
+    num_classes: int  # 0: unconditional
+    augments: tuple[str, ...]  # DiffAugment of D's inputs, the same for real and fake
 
 
-@torch.no_grad()
-def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for ema_param, param in zip(ema.parameters(), model.parameters()):
-        ema_param.lerp_(param.detach(), 1.0 - decay)
-    for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
-        ema_buffer.copy_(buffer)
-
-
-@torch.no_grad()
-def _standing_stats(ema: torch.nn.Module, nz: int, num_classes: int, batch_size: int,
-                    device: torch.device, batches: int = 16) -> None:
-    """Recompute the EMA generator's batch-norm statistics for its own weights.
-
-    The running statistics copied from the raw generator belong to other weights;
-    with them the averaged generator is worse than the raw one. A cumulative average
-    over fixed latents ("standing statistics") fits them; its own RNG keeps the
-    training stream, and so resumes, untouched."""
-    norms = [m for m in ema.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    stream = torch.Generator().manual_seed(0)
-    momenta = [m.momentum for m in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average over the batches below
-    ema.train()
-    for _ in range(batches):
-        latents = torch.randn(batch_size, nz, generator=stream).to(device)
-        labels = (torch.arange(batch_size) % num_classes).to(device) if num_classes else None
-        ema(latents, labels)
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-    ema.eval()
-
-
-def _failure_warnings(record: dict, fixed_images: torch.Tensor | None, loss: str) -> list[str]:
-    """Known GAN failures, from the numbers just logged."""
-    found = []
-    if loss in ("minimax", "nonsaturating") and record["d_loss"] < 0.01:
-        found.append("discriminator loss near 0: D wins outright and G gets no useful gradient")
-    for net in ("g", "d"):
-        norm = record[f"grad_norm_{net}"]
-        if not math.isfinite(norm) or norm > 1e3:
-            found.append(f"{net.upper()} gradient norm exploding ({norm:.3g})")
-    if fixed_images is not None and fixed_images.shape[0] > 1:
-        spread = float(fixed_images.float().std(dim=0).mean())  # 0 when all samples are equal
-        record["sample_spread"] = spread
-        if spread < 0.02:
-            found.append(f"mode collapse: samples from different latents are near-identical (spread {spread:.4f})")
-    return found
-
-
-def train(config: TrainConfig, resume: str | Path | None = None, progress: bool = True,
-          evaluator=None) -> Path:
-    """Train (or continue `resume`, a checkpoint or run directory) and return the run dir.
-
-    `evaluator(generator) -> {"fd": ..., ...}`, when given, runs every `eval_every` steps.
-    """
+def _processes(config: TrainConfig) -> tuple[int, int, torch.device]:
+    """This process's rank, the number of processes (torchrun sets both), its device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    state = load_checkpoint(resume) if resume is not None else None
-    config = resolve(config)
+    device = torch.device("cpu")
+    if config.device == "cuda":
+        # Bound before the process group exists, so that each rank's NCCL communicator,
+        # pinned memory and evaluator live on its own GPU, not all on GPU 0.
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if config.device == "cuda" else "gloo")
-    device = torch.device(config.device, int(os.environ.get("LOCAL_RANK", "0"))) \
-        if config.device == "cuda" else torch.device("cpu")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed + rank)
-    # --- data and models ------------------------------------------------------
-    # the data first: a missing dataset must not leave an empty run directory behind
-    dataset = load_dataset(config.dataset, image_size=config.image_size, channels=config.channels,
-                           root=config.data_root, download=config.download, split="train",
-                           seed=config.seed)
-    run_dir = Path(config.run_dir)
-    is_main = rank == 0
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / "config.json",
-                     lambda f: f.write(json.dumps(config.to_dict(), indent=2).encode()))
-    card = make_card(config, step=0)
-    generator, discriminator = build_models(config.arch, card.model)
+        # Rank 0 evaluates alone every eval_every steps while the others wait in the
+        # next collective: allow that longer than the default 10 minutes.
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=DIST_TIMEOUT,
+                                device_id=device if device.type == "cuda" else None)
+    return rank, world, device
+
+
+def _build(config: TrainConfig, device: torch.device, state: dict | None,
+           rank: int, world: int) -> GAN:
+    """G, D, the EMA generator and the optimisers; with `state`, as they were saved,
+    together with the random stream."""
+    spec = model_spec(config)
+    generator, discriminator = build_models(config.arch, spec)
     generator.to(device)
     discriminator.to(device)
     if config.channels_last and config.arch == "dcgan":
@@ -225,8 +122,6 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     betas = (config.beta1, config.beta2)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=betas)
-
-    step, best_fd = 0, math.inf
     if state is not None:
         generator.load_state_dict(state["generator"])
         discriminator.load_state_dict(state["discriminator"])
@@ -239,228 +134,166 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
         for optimizer, lr in ((opt_g, config.lr_g), (opt_d, config.lr_d)):
             for group in optimizer.param_groups:
                 group["lr"] = lr
-        step, best_fd = int(state["step"]), float(state.get("best_fd", math.inf))
+        # after the initialisation above, which draws from the stream being restored
         if world == 1:
             torch.set_rng_state(state["rng"]["torch"])
             if device.type == "cuda" and state["rng"].get("cuda") is not None:
                 torch.cuda.set_rng_state(state["rng"]["cuda"], device)
         else:  # per-rank streams are not saved; reseed deterministically from the step
-            torch.manual_seed(config.seed + rank + 1_000_003 * step)
-        quality = state["card"].get("quality", {})
-        card.quality = dict(quality)
-
+            torch.manual_seed(config.seed + rank + 1_000_003 * int(state["step"]))
     g_train, d_train = generator, discriminator
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
         g_train = DistributedDataParallel(generator, device_ids=ids)
         d_train = DistributedDataParallel(discriminator, device_ids=ids)
     if config.compile:
-        g_train, d_train = torch.compile(g_train), torch.compile(d_train)
-    d_for_g = discriminator if world > 1 else d_train
+        g_train = torch.compile(g_train)
+        if needs_double_backward(config):
+            # torch.compile's autograd cannot differentiate a gradient (R1, WGAN-GP take
+            # one of D's output w.r.t. its input): D stays eager, G is compiled.
+            log.info("--compile: D stays eager (%s needs a double backward); G is compiled",
+                     "R1" if config.r1 > 0 else "the gradient penalty")
+        else:
+            d_train = torch.compile(d_train)
+    generator.train()
+    discriminator.train()
+    return GAN(generator, discriminator, ema, opt_g, opt_d, g_train, d_train,
+               d_for_g=discriminator if world > 1 else d_train,
+               num_classes=int(spec.get("num_classes", 0)), augments=parse_augment(config.augment))
 
+
+def _real_batches(dataset, config: TrainConfig, device: torch.device, step: int, rank: int,
+                  world: int, num_classes: int):
+    """An endless stream of (real, labels) on `device`, from the data position of `step`."""
     batches = EpochBatches(len(dataset), config.batch_size, config.seed,
                            skip=step * config.d_steps, rank=rank, world=world)
     # The loader's own generator: by default starting its iterator draws from the global
     # stream, just after a resume restored it, and the resumed run would drift.
-    loader = iter(torch.utils.data.DataLoader(
+    loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=config.num_workers,
         pin_memory=device.type == "cuda", persistent_workers=config.num_workers > 0,
-        generator=torch.Generator().manual_seed(config.seed + rank)))
-    conditional = card.num_classes > 0
-    fixed = torch.Generator().manual_seed(config.seed + 12345)
-    fixed_latents = torch.randn(NUM_FIXED_SAMPLES, config.nz, generator=fixed).to(device)
-    fixed_labels = (torch.arange(NUM_FIXED_SAMPLES) % card.num_classes).to(device) if conditional else None
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if config.amp else nullcontext
+        generator=torch.Generator().manual_seed(config.seed + rank))
     memory = torch.channels_last if config.channels_last and config.arch == "dcgan" else torch.contiguous_format
 
-    writer = None
-    if is_main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            writer = SummaryWriter(str(run_dir / "tensorboard"))
-        except ImportError:
-            log.info("tensorboard is not installed; metrics go to metrics.jsonl only")
-    metrics_file = (run_dir / "metrics.jsonl").open("a") if is_main else None
-
-    def next_batch():
-        real, labels = next(loader)
+    def to_device(real: torch.Tensor, labels: torch.Tensor):
         real = real.to(device, non_blocking=True)
         if real.dim() == 4:
             real = real.contiguous(memory_format=memory)
-        return real, (labels.to(device, non_blocking=True) if conditional else None)
+        return real, (labels.to(device, non_blocking=True) if num_classes else None)
 
-    augments = parse_augment(config.augment)
+    return (to_device(real, labels) for real, labels in loader)  # starts the loader now
 
-    def d_view(images: torch.Tensor, at_step: int) -> torch.Tensor:
-        """What D sees of a batch: augmented (same operations for real and fake), then noised."""
-        images = augment(images, augments)
-        if config.instance_noise <= 0:
-            return images
-        std = config.instance_noise * max(0.0, 1.0 - at_step / config.steps)
-        return images + std * torch.randn_like(images)
 
-    def checkpoint_state() -> dict:
-        return {
-            "config": config.to_dict(), "card": card.to_dict(), "step": step, "best_fd": best_fd,
-            "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
-        }
+def _autocast(config: TrainConfig, device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
 
-    ema_stats_step = -1
 
-    def refresh_ema() -> None:
-        """Standing statistics for the EMA generator, once per step it is used at."""
-        nonlocal ema_stats_step
-        if ema is not None and ema_stats_step != step:
-            _standing_stats(ema, config.nz, card.num_classes, config.batch_size, device)
-            ema_stats_step = step
-
-    def save_samples() -> torch.Tensor:
-        from torchvision.utils import save_image
-
-        refresh_ema()
-        sampler = ema if ema is not None else generator
-        was_training = sampler.training
-        sampler.eval()
-        with torch.no_grad():
-            images = sampler(fixed_latents, fixed_labels).float().cpu()
-        sampler.train(was_training)
-        if images.dim() == 4:
-            path = run_dir / "samples" / f"step_{step:06d}.png"
-            path.parent.mkdir(exist_ok=True)
-            save_image(images, path, nrow=8, normalize=True, value_range=(-1, 1))
+def _d_view(images: torch.Tensor, config: TrainConfig, gan: GAN, step: int) -> torch.Tensor:
+    """What D sees of a batch: augmented (same operations for real and fake), then noised."""
+    images = augment(images, gan.augments)
+    if config.instance_noise <= 0:
         return images
+    std = config.instance_noise * max(0.0, 1.0 - step / config.steps)
+    return images + std * torch.randn_like(images)
 
-    bar = None
-    if progress and is_main:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-        bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[rate]:.1f} step/s"), TimeElapsedColumn(),
-                       TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
-        task = bar.add_task("train", total=config.steps, completed=step, rate=0.0, status="")
-        bar.start()
 
-    generator.train()
-    discriminator.train()
-    started, window_start, window_step = time.perf_counter(), time.perf_counter(), step
+def _discriminator_step(config: TrainConfig, gan: GAN, real: torch.Tensor, latents: torch.Tensor,
+                        labels: torch.Tensor | None, step: int, keep_graph: bool):
+    """One update of D on real and G(latents); returns the fakes (with their graph when
+    `keep_graph`, for the generator step), D's loss and its (real, fake) logits."""
+    with _autocast(config, real.device):
+        if keep_graph:
+            fake = gan.g_train(latents, labels)
+        else:
+            with torch.no_grad():
+                fake = gan.generator(latents, labels)
+        real_view = _d_view(real, config, gan, step).requires_grad_(config.r1 > 0)  # R1 needs grad D(x)
+        real_logits = gan.d_train(real_view, labels)
+        fake_logits = gan.d_train(_d_view(fake.detach(), config, gan, step), labels)
+        d_loss = losses.discriminator_loss(config.loss, real_logits, fake_logits, config.label_smoothing)
+        if config.r1 > 0:
+            d_loss = d_loss + 0.5 * config.r1 * losses.r1_penalty(real_logits, real_view)
+        if config.loss == "wgan-gp":
+            d_loss = d_loss + config.gp_weight * losses.gradient_penalty(gan.d_train, real, fake, labels)
+    gan.opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    gan.opt_d.step()
+    if config.loss == "wgan":
+        losses.clip_weights(gan.discriminator, config.clip)
+    return fake, d_loss.detach(), (real_logits, fake_logits)
+
+
+def _generator_step(config: TrainConfig, gan: GAN, fake: torch.Tensor, labels: torch.Tensor | None,
+                    step: int) -> torch.Tensor:
+    """One update of G through D's view of `fake`; returns G's loss."""
+    # D's weight gradients are not needed here: freezing them skips that work.
+    # Under DDP the bare module is used, so no gradient reduction is triggered.
+    gan.discriminator.requires_grad_(False)
+    with _autocast(config, fake.device):
+        g_loss = losses.generator_loss(config.loss, gan.d_for_g(_d_view(fake, config, gan, step), labels))
+    gan.opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    gan.opt_g.step()
+    gan.discriminator.requires_grad_(True)
+    return g_loss.detach()
+
+
+@torch.no_grad()
+def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for ema_param, param in zip(ema.parameters(), model.parameters()):
+        ema_param.lerp_(param.detach(), 1.0 - decay)
+    for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
+        ema_buffer.copy_(buffer)
+
+
+def train(config: TrainConfig, resume: str | Path | None = None, progress: bool = True,
+          evaluator=None) -> Path:
+    """Train with a resolved config (`training.config.resolve`), or continue `resume` (a
+    checkpoint or run directory), and return the run directory.
+
+    `evaluator(generator) -> {"fd": ..., ...}` runs every `eval_every` steps; by default
+    the periodic evaluator of the run's dataset.
+    """
+    if left := unresolved(config):
+        raise ValueError("train takes a resolved config (training.config.resolve); "
+                         f"still to be chosen: {', '.join(left)}")
+    # Set-up: processes, data, networks, then the run directory.
+    state = load_checkpoint(resume) if resume is not None else None
+    rank, world, device = _processes(config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed + rank)
+    # the data first: a missing dataset must not leave an empty run directory behind
+    dataset = load_dataset(config.dataset, image_size=config.image_size, channels=config.channels,
+                           root=config.data_root, download=config.download, split="train",
+                           seed=config.seed)
+    gan = _build(config, device, state, rank, world)
+    step = int(state["step"]) if state is not None else 0
+    real_batches = _real_batches(dataset, config, device, step, rank, world, gan.num_classes)
+    run = Run(config, gan, state, device, rank, world, progress, evaluator)
     try:
         while step < config.steps:
-            # --- k discriminator steps ---------------------------------------
+            # Discriminator: k steps, each on its own real batch and fresh latents (Algorithm 1).
             for k in range(config.d_steps):
-                real, labels = next_batch()
+                real, labels = next(real_batches)
                 latents = torch.randn(real.shape[0], config.nz, device=device)
-                with autocast():
-                    if k == config.d_steps - 1:
-                        fake = g_train(latents, labels)  # kept for the generator step
-                    else:
-                        with torch.no_grad():
-                            fake = generator(latents, labels)
-                    real_view = d_view(real, step).requires_grad_(config.r1 > 0)  # R1 needs grad D(x)
-                    real_logits = d_train(real_view, labels)
-                    fake_logits = d_train(d_view(fake.detach(), step), labels)
-                    d_loss = losses.discriminator_loss(config.loss, real_logits, fake_logits,
-                                                       config.label_smoothing)
-                    if config.r1 > 0:
-                        d_loss = d_loss + 0.5 * config.r1 * losses.r1_penalty(real_logits, real_view)
-                    if config.loss == "wgan-gp":
-                        d_loss = d_loss + config.gp_weight * losses.gradient_penalty(
-                            d_train, real, fake, labels)
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-                d_loss = d_loss.detach()
-                if config.loss == "wgan":
-                    losses.clip_weights(discriminator, config.clip)
-
-            # --- one generator step -------------------------------------------
-            # D's weight gradients are not needed here: freezing them skips that work.
-            # Under DDP the bare module is used, so no gradient reduction is triggered.
-            discriminator.requires_grad_(False)
-            with autocast():
-                g_logits = d_for_g(d_view(fake, step), labels)
-                g_loss = losses.generator_loss(config.loss, g_logits)
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            g_loss = g_loss.detach()
-            discriminator.requires_grad_(True)
+                fake, d_loss, logits = _discriminator_step(config, gan, real, latents, labels, step,
+                                                           keep_graph=k == config.d_steps - 1)
+            # Generator: one step on the last fakes (their graph is kept: no second forward
+            # pass of G), with the labels they were made for.
+            g_loss = _generator_step(config, gan, fake, labels, step)
             step += 1
-            if ema is not None:
-                # warm-up: early averages would hold the random initial weights too long
-                _update_ema(ema, generator, min(config.ema_decay, (1 + step) / (10 + step)))
-
-            # --- bookkeeping (rank 0) ------------------------------------------
-            log_now = step % config.log_every == 0 or step == config.steps
-            if log_now and not (math.isfinite(float(g_loss)) and math.isfinite(float(d_loss))):
-                raise TrainingError(
-                    f"training diverged at step {step} (loss is not finite); the last good "
-                    f"checkpoint is in {run_dir}")
-            if not is_main:
-                continue
-            if log_now:
-                now = time.perf_counter()
-                rate = (step - window_step) / max(now - window_start, 1e-9)
-                window_start, window_step = now, step
-                bce = config.loss in ("minimax", "nonsaturating")
-                record = {
-                    "step": step, "d_loss": float(d_loss), "g_loss": float(g_loss),
-                    # mean D(x), D(G(z)): probabilities for the BCE losses, critic values otherwise
-                    "d_real": float(torch.sigmoid(real_logits.detach().float()).mean() if bce else real_logits.detach().float().mean()),
-                    "d_fake": float(torch.sigmoid(fake_logits.detach().float()).mean() if bce else fake_logits.detach().float().mean()),
-                    "grad_norm_g": _grad_norm(generator), "grad_norm_d": _grad_norm(discriminator),
-                    "steps_per_s": rate, "images_per_s": rate * config.batch_size * world,
-                    "elapsed_s": now - started,
-                }
-                images = save_samples() if step % config.sample_every == 0 or step == config.steps else None
-                record["warnings"] = _failure_warnings(record, images, config.loss)
-                for warning in record["warnings"]:
-                    log.warning("step %d: %s", step, warning)
-                if evaluator is not None and config.eval_every and (
-                        step % config.eval_every == 0 or step == config.steps):
-                    refresh_ema()
-                    figures = evaluator(ema if ema is not None else generator)
-                    generator.train()
-                    record["eval"] = figures
-                    card.quality = {**card.quality, **figures, "step": step}
-                    # best.pt: the lowest mean FD ratio of the two feature networks (why:
-                    # training.evaluate.evaluator.selection_score); best_fd holds that score
-                    if selection_score(figures) < best_fd:
-                        best_fd = selection_score(figures)
-                        card.step = step
-                        save_checkpoint(run_dir / BEST, checkpoint_state())
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-                if writer is not None:
-                    for key, value in record.items():
-                        if isinstance(value, float):
-                            writer.add_scalar(key, value, step)
-                    for key, value in record.get("eval", {}).items():
-                        if isinstance(value, (int, float)):
-                            writer.add_scalar(f"eval/{key}", value, step)
-                if bar is not None:
-                    bar.update(task, completed=step, rate=rate,
-                               status=f"D {record['d_loss']:.3f}  G {record['g_loss']:.3f}")
+            # EMA of G's weights; the warm-up keeps early averages from holding the random
+            # initial weights for long.
+            if gan.ema is not None:
+                _update_ema(gan.ema, gan.generator, min(config.ema_decay, (1 + step) / (10 + step)))
+            # Bookkeeping: samples and evaluation ride on the log steps.
+            if step % config.log_every == 0 or step == config.steps:
+                run.log(step, d_loss, g_loss, *logits)
             if step % config.checkpoint_every == 0 or step == config.steps:
-                card.step = step
-                refresh_ema()
-                save_checkpoint(run_dir / LATEST, checkpoint_state())
+                run.checkpoint(step)
     finally:
-        if bar is not None:
-            bar.stop()
-        if writer is not None:
-            writer.close()
-        if metrics_file is not None:
-            metrics_file.close()
+        run.close()
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
-    return run_dir
+    return run.run_dir

@@ -18,7 +18,7 @@ from torch import nn
 
 from models.card import ModelCard
 from training.evaluate.features import BATCH
-from training.sources import open_source as open_generator
+from training.sources import open_generator
 
 
 class Source(Protocol):
