@@ -147,6 +147,11 @@ def test_export_measures_quality_into_the_card(tmp_path):
     assert quality["fd"] > 0 and quality["fd_floor"] > 0
     assert quality["fd_ratio"] == pytest.approx(quality["fd"] / quality["fd_floor"])
     assert 0 <= quality["classes_covered"] <= 10 and quality["onnx_max_abs_error"] <= 1e-4
+    # both feature networks, precision/recall and the truncation curve reach the card
+    assert quality["fd2_ratio"] == pytest.approx(quality["fd2"] / quality["fd2_floor"])
+    assert {"precision", "precision_floor", "recall2", "recall2_floor", "prdc_k"} <= set(quality)
+    assert len(quality["truncation"]["rows"]) == 6 and "suggested" in quality["truncation"]
+    assert "(network 2: " in result.stdout
 
 
 def test_sample_is_reproducible_from_checkpoint_and_onnx(trained, exported, tmp_path):
@@ -296,7 +301,7 @@ def test_bad_options_of_sample_interpolate_and_export(tiny_run, conditional_run,
 def test_evaluate_errors_go_through_the_one_handler(tiny_run, tmp_path):
     """The evaluate command raises; the CLI's handler prints the one line."""
     assert_user_error(run("evaluate", tiny_run, "--dataset", "digits", "--metrics", "bogus"),
-                      "unknown metric 'bogus'; choose from: fd, kid, coverage, modes, nn, inception")
+                      "unknown metric 'bogus'; choose from: fd, kid, prdc, coverage, modes, nn, inception")
     assert_user_error(run("evaluate", tiny_run, "--dataset", "cifar10"),
                       "1-channel images but cifar10 has 3-channel images")
     assert_user_error(run("evaluate", tiny_run, "--dataset", "sharks"), "unknown dataset 'sharks'")

@@ -18,8 +18,16 @@ from models import build_models
 from models.card import ModelCard
 from training.cli import app
 from training.data import load_dataset, toy_modes
-from training.evaluate import EvaluationError, Evaluator, PeriodicEvaluator, Source, evaluate
+from training.evaluate import (
+    EvaluationError,
+    Evaluator,
+    PeriodicEvaluator,
+    Source,
+    evaluate,
+    selection_score,
+)
 from training.evaluate.cli import evaluate_command
+from training.evaluate.metrics import prdc
 from training.evaluate.toys import toy_figures
 
 SIZE, COUNT = 16, 120
@@ -109,18 +117,18 @@ def test_conditional_generators_are_checked_against_their_labels(digits, train_i
     assert right["classes_covered"] == 10
 
 
-def test_the_classifier_is_cached_and_not_trained_again(digits, cache, monkeypatch):
-    files = list((cache / "classifiers").glob("digits-16px-1ch-*.pt"))
-    assert len(files) == 1
-    stamp = files[0].stat().st_mtime_ns
+def test_the_classifiers_are_cached_and_not_trained_again(digits, cache, monkeypatch):
+    files = sorted((cache / "classifiers").glob("digits-16px-1ch*.pt"))
+    assert [f.name for f in files] == ["digits-16px-1ch-resnet-v1.pt", "digits-16px-1ch-v1.pt"]
+    stamps = [f.stat().st_mtime_ns for f in files]
 
     def no_training(*args, **kwargs):
         raise AssertionError("the cached classifier was trained again")
 
     monkeypatch.setattr("training.evaluate.features.train_classifier", no_training)
     again = Evaluator("digits", image_size=SIZE, nc=1, num_samples=COUNT, metrics=["fd"])
-    assert again.accuracy == digits.accuracy
-    assert files[0].stat().st_mtime_ns == stamp
+    assert again.accuracies == digits.accuracies
+    assert [f.stat().st_mtime_ns for f in files] == stamps
 
 
 def test_periodic_evaluator_takes_a_module_and_restores_its_mode(cache):
@@ -130,7 +138,11 @@ def test_periodic_evaluator_takes_a_module_and_restores_its_mode(cache):
     figures = periodic(generator)
     assert generator.training
     assert {"fd", "fd_floor", "fd_ratio", "classes_covered", "class_kl"} <= set(figures)
+    assert {"fd2", "fd2_floor", "fd2_ratio", "precision", "recall2_floor"} <= set(figures)
     assert figures["fd_ratio"] > 1 and figures["num_samples"] == 100
+    # best.pt is chosen by the mean of the two FD ratios
+    assert selection_score(figures) == pytest.approx((figures["fd_ratio"] + figures["fd2_ratio"]) / 2)
+    assert selection_score({"fd_ratio": 3.0, "fd": 9.0}) == 3.0  # one feature space
     assert "nn_distance" not in figures  # periodic evaluation stays cheap
     json.dumps(figures)  # logged as JSON lines by the training loop
 
@@ -220,7 +232,7 @@ def test_cli_evaluates_a_checkpoint_and_an_onnx_file(cache, tmp_path):
     failed = runner.invoke(app, ["evaluate", str(tmp_path / "tiny.pt"), "--metrics", "bogus"])
     assert failed.exit_code == 1
     assert failed.output.strip().splitlines() == [
-        "error: unknown metric 'bogus'; choose from: fd, kid, coverage, modes, nn, inception"]
+        "error: unknown metric 'bogus'; choose from: fd, kid, prdc, coverage, modes, nn, inception"]
     missing = runner.invoke(app, ["evaluate", str(tmp_path / "nothing.pt")])
     assert missing.exit_code == 1 and "Traceback" not in missing.output
     assert len(missing.output.strip().splitlines()) == 1
@@ -234,3 +246,133 @@ def test_the_command_raises_and_leaves_printing_to_the_clis_handler(tmp_path):
     alone.command("other")(lambda: None)  # two commands, so "evaluate" is a subcommand
     result = CliRunner().invoke(alone, ["evaluate", str(tmp_path / "nothing.pt")])
     assert isinstance(result.exception, FileNotFoundError) and result.output == ""
+
+
+def test_two_feature_networks_each_with_its_floor(digits, train_images):
+    images, _ = train_images
+    assert len(digits.networks) == 2
+    assert type(digits.networks[0]) is not type(digits.networks[1])
+    first, second = (features for features, _ in digits.features(images[:50]))
+    assert first.shape == second.shape == (50, 64)
+    assert not torch.allclose(first, second)  # two instruments, not one read twice
+    shuffled = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(3))]
+    real = digits(pool_source(shuffled))
+    pixels = torch.rand(COUNT, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    noise = digits(pool_source(pixels * 2 - 1))
+    for suffix in ("", "2"):
+        assert real[f"fd{suffix}_floor"] > 0 and real[f"kid{suffix}_floor"] is not None
+        assert real[f"fd{suffix}_ratio"] < 2.5 and noise[f"fd{suffix}_ratio"] > 10
+    assert real["fd2"] != real["fd"] and real["fd2_floor"] != real["fd_floor"]
+    assert real["fd_ratio_mean"] == pytest.approx((real["fd_ratio"] + real["fd2_ratio"]) / 2)
+    assert 0.8 < real["classifier2_accuracy"] <= 1.0 and "ResNet" in real["feature_space2"]
+    # precision and recall in both spaces, each beside its real-vs-real value
+    assert real["prdc_k"] == 5 and real["prdc_samples"] == {"generated": COUNT, "real": COUNT}
+    for suffix in ("", "2"):
+        for key in ("precision", "recall", "prdc_coverage"):
+            assert real[key + suffix] > 0.6 and real[f"{key}{suffix}_floor"] > 0.6
+        assert 0.6 < real[f"density{suffix}"] < 1.5
+        # Noise collapses to one small cluster of features: no variety at all. Precision
+        # alone can miss it (the cluster may sit inside a few wide real balls); density
+        # and coverage do not.
+        assert noise[f"recall{suffix}"] < 0.1 and noise[f"prdc_coverage{suffix}"] < 0.3
+        assert noise[f"density{suffix}"] < 0.7 * noise[f"density{suffix}_floor"]
+
+
+def test_prdc_on_known_point_sets():
+    rng = torch.Generator().manual_seed(0)
+    points = torch.randn(400, 8, generator=rng, dtype=torch.float64)
+    same = prdc(points, points, k=5)
+    assert same["precision"] == same["recall"] == same["prdc_coverage"] == 1.0
+    assert same["density"] == pytest.approx(6 / 5)  # each ball holds its centre and k others
+    other = prdc(points, torch.randn(400, 8, generator=rng, dtype=torch.float64), k=5)
+    assert 0.8 < other["density"] < 1.25 and other["precision"] > 0.6 and other["recall"] > 0.6
+    far = prdc(points, points + 100.0, k=5)
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "prdc_coverage": 0.0}
+    # a generator stuck on one real point: all its samples are real-looking, little variety
+    stuck = prdc(points, points[:1].repeat(400, 1), k=5)
+    assert stuck["precision"] == 1.0 and stuck["prdc_coverage"] < 0.05
+    with pytest.raises(ValueError, match="more than k"):
+        prdc(points[:5], points[:5], k=5)
+    # against the papers' definitions written out on a full (real, fake) distance matrix
+    real, fake = points.numpy()[:300], np.random.default_rng(1).normal(0.3, 1.2, (350, 8))
+    k = 3
+
+    def radii(x):
+        return np.sort(np.linalg.norm(x[:, None] - x[None], axis=-1), axis=1)[:, k]
+
+    between = np.linalg.norm(real[:, None] - fake[None], axis=-1)  # (real, fake)
+    expected = {"precision": (between <= radii(real)[:, None]).any(0).mean(),
+                "recall": (between <= radii(fake)[None, :]).any(1).mean(),
+                "density": (between <= radii(real)[:, None]).sum(0).mean() / k,
+                "prdc_coverage": (between.min(1) <= radii(real)).mean()}
+    got = prdc(torch.from_numpy(real), torch.from_numpy(fake), k=k)
+    assert got == pytest.approx(expected) and 0 < got["precision"] < 1
+
+
+def test_the_truncation_curve_has_a_row_per_value_and_a_suggestion(cache):
+    torch.manual_seed(0)
+    generator, _ = build_models("dcgan", DCGAN)
+    card = ModelCard(model=DCGAN, dataset={"name": "digits"})
+    result = evaluate((generator, card), num_samples=100, metrics="fd,prdc",
+                      truncations="0.5, 1,none")
+    curve = result["truncation"]
+    assert [row["truncation"] for row in curve["rows"]] == [0.5, 1.0, None]
+    for row in curve["rows"]:
+        assert {"fd_ratio", "fd2_ratio", "fd_ratio_mean", "precision", "recall", "recall2"} <= set(row)
+    best = min(curve["rows"], key=lambda row: row["fd_ratio_mean"])
+    assert curve["suggested"] == best["truncation"] and "mean FD ratio" in curve["rule"]
+    assert curve["floors"]["precision"] > 0.5 and curve["num_samples"] == 100 and curve["prdc_k"] == 5
+    # no truncation in the sweep is the untruncated evaluation itself
+    assert curve["rows"][-1]["fd"] == pytest.approx(result["fd"])
+    for wrong, message in (("0.5,abc", "not a number"), ("0.01", "from 0.05 to 4"),
+                           ("1,1", "given twice"), ("", "no truncation value")):
+        with pytest.raises(EvaluationError, match=message):
+            evaluate((generator, card), num_samples=100, truncations=wrong)
+    with pytest.raises(EvaluationError, match="needs the metrics fd and prdc"):
+        evaluate((generator, card), num_samples=100, metrics="fd", truncations="1")
+
+
+def test_cli_prints_both_networks_and_prdc_beside_their_floors(cache, tmp_path):
+    from training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    generator, _ = build_models("dcgan", DCGAN)
+    card = ModelCard(name="tiny", model=DCGAN, dataset={"name": "digits"}, step=3)
+    save_checkpoint(tmp_path / "tiny.pt", {"config": {}, "card": card.to_dict(),
+                                           "generator": generator.state_dict(), "step": 3})
+    runner = CliRunner(env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "tiny.pt"), "-n", "100", "--metrics",
+                                 "fd,prdc", "--truncation", "0.7,none", "--curve",
+                                 str(tmp_path / "curve.png"), "--json", str(tmp_path / "out.json")])
+    assert result.exit_code == 0, result.output
+    figures = json.loads((tmp_path / "out.json").read_text())
+    lines = result.output.splitlines()
+
+    def line(label: str) -> str:
+        return next(text for text in lines if text.strip("│ ").startswith(label))
+
+    for label, key in (("FD (network 2)", "fd2_floor"), ("precision (network 2)", "precision2_floor"),
+                       ("recall ", "recall_floor"), ("coverage (k-NN balls)", "prdc_coverage_floor")):
+        assert f"{figures[key]:.3g}" in line(label)  # the floor printed beside the figure
+    assert "k = 5, 100 generated vs 100 held-out real" in result.output
+    assert "suggested:" in result.output and "real vs real" in result.output
+    curve = json.loads((tmp_path / "curve.json").read_text())
+    assert curve == figures["truncation"] and len(curve["rows"]) == 2
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unlabelled_images_keep_one_untrained_network(cache, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(700):  # a flat folder: no labels to train a feature network on
+        Image.fromarray(rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    folder = Evaluator("folder", image_size=SIZE, nc=1, root=str(tmp_path), num_samples=70,
+                       metrics="fd,prdc")
+    card = ModelCard(name="noise", model={"nz": 4, "num_classes": 0})
+    figures = folder(stand_in(card, lambda z, _: rng.uniform(-1, 1, (len(z), 1, SIZE, SIZE)).astype(np.float32)))
+    assert len(folder.networks) == 1 and "untrained" in figures["feature_space"]
+    assert "fd2" not in figures and "feature_space2" not in figures and "fd_ratio_mean" not in figures
+    assert {"fd_ratio", "precision", "recall_floor"} <= set(figures)
+    assert selection_score(figures) == figures["fd_ratio"]  # best.pt goes by the one ratio

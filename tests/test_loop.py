@@ -292,6 +292,17 @@ def test_periodic_evaluation_keeps_the_checkpoint_with_the_lowest_fd(tmp_path, m
     assert latest["card"]["quality"] == {"fd": 4.0, "step": 6}
 
 
+def test_best_checkpoint_goes_by_the_mean_fd_ratio_of_both_feature_networks(tmp_path, make_tiny_config):
+    """Step 4 has the lower FD in the first network, step 2 the lower mean of the two
+    networks' ratios: best.pt is step 2."""
+    figures = iter([{"fd": 5.0, "fd_ratio": 2.0, "fd2_ratio": 2.0, "fd_ratio_mean": 2.0},
+                    {"fd": 3.0, "fd_ratio": 1.2, "fd2_ratio": 3.2, "fd_ratio_mean": 2.2}])
+    run_dir = train(make_tiny_config(tmp_path, steps=4, log_every=2, eval_every=2),
+                    progress=False, evaluator=lambda generator: next(figures))
+    best = load_checkpoint(run_dir / "best.pt")
+    assert best["step"] == 2 and best["best_fd"] == 2.0
+
+
 def test_eval_every_evaluates_without_an_evaluator_given(tmp_path, make_tiny_config):
     """From Python as from the command line, eval_every alone turns evaluation on."""
     config = make_tiny_config(tmp_path, dataset="ring", nz=None, mlp_hidden=16, batch_size=32,

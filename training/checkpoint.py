@@ -5,8 +5,9 @@ A checkpoint is a plain dict of tensors and primitives (no pickled code), loaded
 the step, the data position, the RNG states, the resolved config and the model card.
 
 In a run directory, `checkpoint.pt` is the latest state (what `--resume` reads) and
-`best.pt`, when periodic evaluation ran, the one with the lowest FD. Files are written
-with the generation layer's `atomic_write` (re-exported here for the loop and export).
+`best.pt`, when periodic evaluation ran, the one with the lowest mean FD ratio of the
+two feature networks (`training.evaluate.selection_score`). Files are written with the
+generation layer's `atomic_write` (re-exported here for the loop and export).
 """
 
 from __future__ import annotations

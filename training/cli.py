@@ -127,7 +127,7 @@ def train(
     log_every: int | None = typer.Option(None, help="Steps between log records [50]."),
     sample_every: int | None = typer.Option(None, help="Steps between sample grids [500]."),
     checkpoint_every: int | None = typer.Option(None, help="Steps between checkpoints [500]."),
-    eval_every: int | None = typer.Option(None, help="Steps between quality evaluations, 0 for none [0]; keeps best.pt by FD."),
+    eval_every: int | None = typer.Option(None, help="Steps between quality evaluations, 0 for none [0]; keeps best.pt by the mean FD ratio of the two feature networks."),
     eval_samples: int | None = typer.Option(None, help="Samples per periodic evaluation [500]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
@@ -178,15 +178,18 @@ def export(
         card.name = name
     if quality:
         from training.evaluate import evaluate
+        from training.evaluate.truncation import SWEEP
 
-        try:
-            figures = evaluate((generator, card))
+        try:  # the card also records the truncation curve and its suggested value
+            figures = evaluate((generator, card), truncations=SWEEP)
         except (ValueError, FileNotFoundError) as exc:
             err.print(f"warning: no fresh quality figures ({exc}); the card keeps its earlier ones",
                       highlight=False)
         else:
             card.quality = {k: v for k, v in figures.items() if k not in ("source", "metrics", "seconds")}
-            out.print(f"quality: FD ratio {figures.get('fd_ratio') or float('nan'):.2f}, "
+            second = (f" (network 2: {figures['fd2_ratio']:.2f})"
+                      if figures.get("fd2_ratio") is not None else "")
+            out.print(f"quality: FD ratio {figures.get('fd_ratio') or float('nan'):.2f}{second}, "
                       f"classes covered {figures.get('classes_covered', '-')}, "
                       f"class KL {figures.get('class_kl', float('nan')):.3f}", highlight=False)
     path = export_onnx(generator, card, out_path, fp16=fp16)

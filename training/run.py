@@ -6,7 +6,7 @@ steps, and this file the bookkeeping around them: the model card, log records
 of fixed latents, periodic evaluation with best.pt, and checkpoints.
 
 Run directory: config.json (resolved options), checkpoint.pt (latest, for --resume),
-best.pt (lowest FD, when evaluating), metrics.jsonl, samples/step_XXXXXX.png,
+best.pt (lowest mean FD ratio of the two feature networks, when evaluating), metrics.jsonl, samples/step_XXXXXX.png,
 tensorboard/. Under torchrun only rank 0 writes.
 """
 
@@ -25,6 +25,7 @@ from models.card import ModelCard
 from training.checkpoint import BEST, LATEST, atomic_write, save_checkpoint
 from training.config import TrainConfig, TrainingError
 from training.data import dataset_info
+from training.evaluate.evaluator import selection_score
 
 log = logging.getLogger("dcgan.train")
 NUM_FIXED_SAMPLES = 64
@@ -247,13 +248,15 @@ class Run:
         return images
 
     def evaluate(self, step: int) -> dict:
-        """Quality figures into the card; best.pt when FD is the lowest so far."""
+        """Quality figures into the card; best.pt when the selection score is the lowest so
+        far: the mean FD ratio of the two feature networks (why: `selection_score`), or
+        with one feature space its FD ratio. `best_fd` holds that score."""
         self._refresh_ema(step)
         figures = self.evaluator(self.gan.ema if self.gan.ema is not None else self.gan.generator)
         self.gan.generator.train()
         self.card.quality = {**self.card.quality, **figures, "step": step}
-        if figures.get("fd", math.inf) < self.best_fd:
-            self.best_fd = figures["fd"]
+        if selection_score(figures) < self.best_fd:
+            self.best_fd = selection_score(figures)
             self.card.step = step
             save_checkpoint(self.run_dir / BEST, self._state(step))
         return figures

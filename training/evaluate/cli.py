@@ -29,10 +29,16 @@ def _number(value, digits: int = 3) -> str:
 
 def figures_table(result: dict) -> Table:
     """Each figure beside its real-vs-real floor and, where it means something, a ratio."""
+    caption = f"reference: {result['reference']}\nfeatures: {result['feature_space']}"
+    if "feature_space2" in result:
+        caption += f"\nnetwork 2: {result['feature_space2']}"
+    if "prdc_samples" in result:
+        counts = result["prdc_samples"]
+        caption += (f"\nprecision, recall, density, coverage: k = {result['prdc_k']}, "
+                    f"{counts['generated']} generated vs {counts['real']} held-out real")
     table = Table(title=f"{result['model']} (step {result['step']}) against {result['dataset']}, "
                         f"{result['num_samples']} samples",
-                  caption=f"reference: {result['reference']}\nfeatures: {result['feature_space']}",
-                  caption_justify="left")
+                  caption=caption, caption_justify="left")
     for column in ("figure", "generated", "real vs real (floor)", "ratio / note"):
         table.add_column(column)
 
@@ -45,10 +51,25 @@ def figures_table(result: dict) -> Table:
         value = result.get(key)
         return f"{value:.2f}x" if value is not None else ""
 
-    row("FD (classifier features)", "fd", ratio("fd_ratio"))
-    if "kid" in result:
-        table.add_row("KID", f"{_number(result['kid'])} ± {_number(result['kid_std'], 2)}",
-                      _number(result.get("kid_floor")), "")
+    two = "fd2" in result or "precision2" in result  # a second feature network measured
+    first, second = (" (network 1)", " (network 2)") if two else ("", "")
+    row(f"FD (classifier features){first}", "fd", ratio("fd_ratio"))
+    row(f"FD{second}", "fd2", ratio("fd2_ratio"))
+    if result.get("fd_ratio_mean") is not None:
+        table.add_row("mean FD ratio (selects best.pt)", "", "", ratio("fd_ratio_mean"))
+    for suffix, where in (("", first), ("2", second)):
+        if f"kid{suffix}" in result:
+            table.add_row(f"KID{where}", f"{_number(result[f'kid{suffix}'])} ± "
+                          f"{_number(result[f'kid{suffix}_std'], 2)}",
+                          _number(result.get(f"kid{suffix}_floor")), "")
+    if "precision" in result:
+        k = result.get("prdc_k", "")
+        notes = {"precision": f"k = {k}; fidelity", "recall": "variety",
+                 "density": "about 1 for real data", "prdc_coverage": "variety, outlier-proof"}
+        for suffix, where in (("", first), ("2", second)):
+            for key, name in (("precision", "precision"), ("recall", "recall"),
+                              ("density", "density"), ("prdc_coverage", "coverage (k-NN balls)")):
+                row(f"{name}{where}", f"{key}{suffix}", notes[key] if not suffix else "")
     if "classes_covered" in result:
         total = result["num_classes"]
         table.add_row("classes covered", f"{result['classes_covered']} / {total}",
@@ -75,6 +96,31 @@ def figures_table(result: dict) -> Table:
     return table
 
 
+def truncation_table(curve: dict) -> Table:
+    """One row per truncation threshold; the floors in the last row."""
+    from training.evaluate.truncation import label
+
+    table = Table(title=f"truncation trade-off, {curve['num_samples']} samples, k = {curve['prdc_k']}",
+                  caption=f"suggested: {label(curve['suggested'])} ({curve['rule']})",
+                  caption_justify="left")
+    rows = curve["rows"]
+    columns = [key for key in ("fd_ratio", "fd2_ratio", "fd_ratio_mean", "precision", "recall",
+                               "precision2", "recall2") if any(key in r for r in rows)]
+    names = {"fd_ratio": "FD ratio 1", "fd2_ratio": "FD ratio 2", "fd_ratio_mean": "mean FD ratio",
+             "precision": "precision 1", "recall": "recall 1", "precision2": "precision 2",
+             "recall2": "recall 2"}
+    table.add_column("truncation")
+    for key in columns:
+        table.add_column(names[key], justify="right")
+    for r in rows:
+        mark = " *" if r["truncation"] == curve["suggested"] else ""
+        table.add_row(label(r["truncation"]) + mark, *(_number(r.get(key)) for key in columns))
+    floors = curve["floors"]
+    table.add_row("real vs real", *("1" if "ratio" in key else _number(floors.get(key))
+                                    for key in columns))
+    return table
+
+
 def evaluate_command(
     source: Annotated[Path, typer.Argument(help="A checkpoint (.pt), a run directory or an ONNX file.")],
     dataset: Annotated[str | None, typer.Option(help="Dataset to compare with (default: the model card's).")] = None,
@@ -82,16 +128,24 @@ def evaluate_command(
         "--num-samples", "-n",
         help="Samples drawn (default: 1000 images, capped by the held-out split; 2500 toy points).")] = None,
     metrics: Annotated[str | None, typer.Option(
-        help="Comma-separated, from fd, kid, coverage, modes, nn, inception (default: all that apply).")] = None,
+        help="Comma-separated, from fd, kid, prdc, coverage, modes, nn, inception (default: all that apply).")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     inception_weights: Annotated[Path | None, typer.Option(
         help="Local FID Inception weights file (weights-inception-2015-12-05-6726825d.pth); "
              "adds Inception FID/KID. Nothing is downloaded.")] = None,
     data_root: Annotated[Path | None, typer.Option(help="Data folder of datasets read from disk.")] = None,
+    prdc_k: Annotated[int, typer.Option(
+        "--prdc-k", help="Neighbours that set the k-NN balls of precision, recall, density and coverage.")] = 5,
+    truncation: Annotated[str | None, typer.Option(
+        help="Also sweep these truncation thresholds, e.g. 0.5,0.7,1,1.5,2,none: FD in both "
+             "networks, precision and recall at each, and a suggested value.")] = None,
+    curve: Annotated[Path, typer.Option(
+        help="With --truncation: the curve's PNG (its JSON goes beside it, same name).")] = Path("truncation.png"),
 ) -> None:
-    """Measure a generator: FD and KID beside their real-vs-real floors, class coverage,
-    memorisation, and the PacGAN figures for the 2-D toys."""
+    """Measure a generator: FD and KID in two feature networks, precision, recall,
+    density and coverage, each beside its real-vs-real floor; class coverage,
+    memorisation, the PacGAN figures for the 2-D toys, and the truncation trade-off."""
     import torch
 
     from training.evaluate.errors import EvaluationError
@@ -101,9 +155,17 @@ def evaluate_command(
         raise EvaluationError("--device cuda was asked for, but no CUDA device is available")
     result = evaluate(str(source), dataset=dataset, num_samples=num_samples, metrics=metrics,
                       device=device, root=None if data_root is None else str(data_root),
-                      inception_weights=None if inception_weights is None else str(inception_weights))
+                      inception_weights=None if inception_weights is None else str(inception_weights),
+                      prdc_k=prdc_k, truncations=truncation)
     console = Console()
     console.print(figures_table(result))
+    if "truncation" in result:
+        from training.evaluate.truncation import write_curve
+
+        console.print(truncation_table(result["truncation"]))
+        written, drawn = write_curve(result["truncation"], curve)
+        console.print(f"curve written to {written}" + (f" and drawn in {drawn}" if drawn else
+                                                       " (install matplotlib to draw it)"))
     console.print(f"{result['source']}; {result['seconds']} s")
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,11 @@
 """The evaluation: `Evaluator` prepares everything real once (held-out and floor
-features, the classifier, the floors) and then measures generators against it;
-`PeriodicEvaluator` is its cheap form for the training loop; `evaluate` measures one
-generator with everything that applies. See the package docstring for the figures.
+features in both feature networks, the floors) and then measures generators against
+it; `PeriodicEvaluator` is its cheap form for the training loop; `evaluate` measures one
+generator with everything that applies; `selection_score` is what `best.pt` minimises.
+See the package docstring for the figures.
+
+Figures in the second feature network carry a `2` after their name (`fd2`, `kid2`,
+`precision2`, ...), so the first network's keys mean what they always meant.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from models.card import ModelCard
 from training.evaluate.errors import EvaluationError
 from training.evaluate.features import (
     FEATURE_DIM,
+    FEATURE_NETWORKS,
     INCEPTION_HELP,
     RealData,
     extract,
@@ -25,16 +30,19 @@ from training.evaluate.features import (
     stack,
 )
 from training.evaluate.metrics import (
+    PRDC_K,
     coverage,
     frechet_distance,
     kernel_distance,
     kernel_gamma,
     median_nn_distance,
+    prdc,
 )
 from training.evaluate.sources import draw_samples, open_for_evaluation
 from training.evaluate.toys import TOY_EVALUATION_SAMPLES, toy_figures
 
-METRICS = ("fd", "kid", "coverage", "modes", "nn", "inception")
+METRICS = ("fd", "kid", "prdc", "coverage", "modes", "nn", "inception")
+SPACES = ("", "2")  # key suffixes: the first feature network, the second
 IMAGE_EVALUATION_SAMPLES = 1000
 
 
@@ -44,7 +52,8 @@ def choose_metrics(metrics, real: RealData, inception_weights: str | None,
                    periodic: bool = False) -> tuple[str, ...]:
     """The metrics to compute: all that apply when `metrics` is None; else checked."""
     if metrics is None:
-        chosen = ["fd"] if periodic else ["fd", "kid"]  # KID's subsets cost seconds on a CPU
+        # KID's subsets cost seconds on a CPU; PRDC's k-NN balls a fraction of one
+        chosen = ["fd", "prdc"] if periodic else ["fd", "kid", "prdc"]
         if real.points:
             chosen.append("modes")
         elif real.num_classes:
@@ -79,13 +88,14 @@ def choose_metrics(metrics, real: RealData, inception_weights: str | None,
 
 class Evaluator:
     """Quality of generators against one dataset. Everything real (held-out and floor
-    features, the classifier, the floors) is prepared once here; each call only samples
-    the generator and compares."""
+    features in both feature networks, the floors) is prepared once here; each call
+    only samples the generator and compares."""
 
     def __init__(self, dataset: str, *, image_size: int = 32, nc: int | None = 1,
                  num_classes: int = 0, root: str | None = None, num_samples: int | None = None,
                  metrics=None, device: str = "cpu", inception_weights: str | None = None,
-                 strict: bool = True, periodic: bool = False, seed: int = 0):
+                 strict: bool = True, periodic: bool = False, seed: int = 0,
+                 prdc_k: int = PRDC_K):
         from training.data import dataset_info
 
         try:
@@ -94,7 +104,7 @@ class Evaluator:
             raise EvaluationError(str(exc)) from None
         self.real = real = RealData(dataset, image_size, nc, root, seed)
         self.metrics = choose_metrics(metrics, real, inception_weights, periodic)
-        self.num_classes, self.device = num_classes, device
+        self.num_classes, self.device, self.prdc_k = num_classes, device, prdc_k
         available = min(len(real.held_out), len(real.train))
         count = num_samples or (TOY_EVALUATION_SAMPLES if real.points else IMAGE_EVALUATION_SAMPLES)
         if count > available:
@@ -109,15 +119,27 @@ class Evaluator:
             raise EvaluationError(
                 f"num-samples {count} is too few: a {dim}x{dim} feature covariance needs at least "
                 f"{minimum} samples (1000 or more give figures worth comparing)")
+        if "prdc" in self.metrics and not 1 <= prdc_k < count:
+            raise EvaluationError(f"prdc-k must be from 1 to {count - 1} (the sample count less "
+                                  f"one), got {prdc_k}")
         self.num_samples = count
-        self.classifier, self.accuracy = None, None
+        # The feature networks, one per key suffix of SPACES: the 2-D toys are their own
+        # features (one space); unlabelled images keep one untrained CNN (see features.py).
+        self.networks: list = [None]
+        self.accuracies: list = [None]
         if not real.points:
-            self.classifier, self.accuracy = load_classifier(dataset, image_size, nc, root, real)
-            self.classifier.to(device)
+            loaded = [load_classifier(dataset, image_size, nc, root, real, network)
+                      for network in FEATURE_NETWORKS]
+            loaded = [pair for pair in loaded if pair[0] is not None]
+            self.networks = [network.to(device) for network, _ in loaded]
+            self.accuracies = [accuracy for _, accuracy in loaded]
+        self.classifier, self.accuracy = self.networks[0], self.accuracies[0]
         self.reference = real.held_out[:count]  # held_out is already in a seeded random order
         floor_rows = torch.randperm(len(real.train), generator=torch.Generator().manual_seed(seed))[:count]
         floor = real.train[floor_rows]
-        self.ref_features, self.ref_probs = extract(self.classifier, self.reference)
+        extracted = [extract(network, self.reference) for network in self.networks]
+        self.ref_features = [features for features, _ in extracted]
+        self.ref_probs = extracted[0][1]
         self.inception = self.ref_inception = floor_inception = None
         if "inception" in self.metrics:
             self.inception = inception_network(inception_weights, device)
@@ -125,60 +147,79 @@ class Evaluator:
             full_floor, _ = stack(real.train_set, [real.train_rows[i] for i in floor_rows], full=True)
             self.ref_inception = inception_features(self.inception, full_reference)
             floor_inception = inception_features(self.inception, full_floor)
-        self.floor = self.figures(floor, *extract(self.classifier, floor), floor_inception)
+        self.floor = self.figures(floor, self.features(floor), floor_inception)
         if "nn" in self.metrics:  # held-out real to train: what "not memorised" looks like
             self.floor["nn_distance"] = median_nn_distance(self.reference, real.train)
         self.notes = {
             "dataset": dataset, "num_samples": count,
             "reference": f"{count} generated vs {count} held-out real ({real.split_note}); floor: "
                          f"{count} train {'points' if real.points else 'images'} vs the same held-out ones",
-            "feature_space": self.describe_features(image_size, nc),
+            "feature_space": self.describe_features(image_size, nc, 0),
             "classifier_accuracy": self.accuracy,
         }
+        if len(self.networks) > 1:
+            self.notes.update(feature_space2=self.describe_features(image_size, nc, 1),
+                              classifier2_accuracy=self.accuracies[1])
+        if "prdc" in self.metrics:
+            self.notes.update(prdc_k=prdc_k, prdc_samples={"generated": count, "real": count})
 
-    def describe_features(self, image_size: int, nc: int) -> str:
+    def describe_features(self, image_size: int, nc: int, index: int) -> str:
         if self.real.points:
             return "the 2-D points themselves"
         where = f"{self.real.name} at {image_size}px, {nc} channel{'s' if nc > 1 else ''}"
-        if self.accuracy is None:
+        if self.accuracies[index] is None:
             return (f"penultimate layer ({FEATURE_DIM}) of a seeded untrained CNN "
-                    f"({self.real.name} has no labels to train one), {where}")
-        return (f"penultimate layer ({FEATURE_DIM}) of a CNN trained on the train split of "
-                f"{where}; held-out accuracy {self.accuracy:.1%}")
+                    f"({self.real.name} has no labels to train one, so no second network), {where}")
+        network = FEATURE_NETWORKS[index]
+        return (f"penultimate layer ({FEATURE_DIM}) of {network.description}, seed {network.seed}, "
+                f"trained on the train split of {where}; held-out accuracy {self.accuracies[index]:.1%}")
 
-    def figures(self, samples: torch.Tensor, features: torch.Tensor, probs: torch.Tensor | None,
-                inception: torch.Tensor | None) -> dict:
-        """Every chosen figure of one sample set against the held-out reference."""
+    def features(self, samples: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(features, class probabilities) of samples in each feature network."""
+        return [extract(network, samples) for network in self.networks]
+
+    def figures(self, samples: torch.Tensor, features: list, inception: torch.Tensor | None,
+                only: tuple[str, ...] | None = None) -> dict:
+        """Every chosen figure (or those of `only`) of one sample set against the held-out
+        reference; `features` as `self.features` gives them."""
+        metrics = self.metrics if only is None else [m for m in self.metrics if m in only]
         out: dict = {}
-        if "fd" in self.metrics:
-            out["fd"] = frechet_distance(self.ref_features, features)
-        if "kid" in self.metrics:
-            out["kid"], out["kid_std"] = kernel_distance(self.ref_features, features,
-                                                         kernel_gamma(self.ref_features))
-        if "coverage" in self.metrics:
+        for suffix, reference, (feats, _) in zip(SPACES, self.ref_features, features):
+            if "fd" in metrics:
+                out[f"fd{suffix}"] = frechet_distance(reference, feats)
+            if "kid" in metrics:
+                out[f"kid{suffix}"], out[f"kid{suffix}_std"] = kernel_distance(
+                    reference, feats, kernel_gamma(reference))
+            if "prdc" in metrics:
+                out.update({f"{key}{suffix}": value
+                            for key, value in prdc(reference, feats, self.prdc_k).items()})
+        probs = features[0][1]
+        if "coverage" in metrics:
             out.update(coverage(probs, self.ref_probs))
-        if "modes" in self.metrics:
+        if "modes" in metrics:
             from training.data import toy_modes
 
             out.update(toy_figures(samples.numpy(), *toy_modes(self.real.name)))
-        if "nn" in self.metrics:
+        if "nn" in metrics:
             out["nn_distance"] = median_nn_distance(samples, self.real.train)
-        if inception is not None:
+        if inception is not None and "inception" in metrics:
             out["inception_fd"] = frechet_distance(self.ref_inception, inception)
             out["inception_kid"], out["inception_kid_std"] = kernel_distance(
                 self.ref_inception, inception, 1.0 / self.ref_inception.shape[1])
         return out
 
-    def __call__(self, generator) -> dict:
+    def __call__(self, generator, truncation: float | None = None,
+                 only: tuple[str, ...] | None = None) -> dict:
         """Figures of a generator (an nn.Module, anything `open_for_evaluation` opens), each
-        with its floor and, for FD and NN, the ratio to it."""
+        with its floor and, for FD and NN, the ratio to it. `truncation` draws the latents
+        truncated at that |z|; `only` limits the figures to those metrics."""
         if isinstance(generator, nn.Module):
             config = getattr(generator, "module", generator).config  # DDP wraps the module
             card = ModelCard(model={"nz": config.nz,
                                     "num_classes": getattr(config, "num_classes", self.num_classes)})
             generator = (generator, card)
         source, _ = open_for_evaluation(generator, self.device)
-        samples, labels = draw_samples(source, self.num_samples)
+        samples, labels = draw_samples(source, self.num_samples, truncation)
         full = samples
         if samples.ndim == 4:
             samples = shrink(samples)
@@ -186,29 +227,53 @@ class Evaluator:
             raise EvaluationError(
                 f"the model makes samples of shape {tuple(full.shape[1:])}; {self.real.name} "
                 f"here has {tuple(self.reference.shape[1:])}")
-        features, probs = extract(self.classifier, samples)
-        inception = None if self.inception is None else inception_features(self.inception, full)
-        figures = self.figures(samples, features, probs, inception)
+        features = self.features(samples)
+        inception = None
+        if self.inception is not None and (only is None or "inception" in only):
+            inception = inception_features(self.inception, full)
+        figures = self.figures(samples, features, inception, only)
+        probs = features[0][1]
         if labels is not None and probs is not None and source.card.num_classes == probs.shape[1]:
             figures["label_accuracy"] = float((probs.argmax(1).numpy() == labels).mean())
         return {**self.notes, **with_floors(figures, self.floor)}
 
 
+RATIOS = {"fd": "fd_ratio", "fd2": "fd2_ratio", "inception_fd": "inception_fd_ratio",
+          "nn_distance": "nn_ratio"}
+NO_FLOOR = ("class_histogram", "num_classes", "num_modes", "kid_std", "kid2_std",
+            "inception_kid_std")
+
+
 def with_floors(figures: dict, floor: dict) -> dict:
-    """Each figure, then its floor (`<name>_floor`) and for distances the ratio."""
+    """Each figure, then its floor (`<name>_floor`) and for distances the ratio; then
+    `fd_ratio_mean` (see `selection_score`) when both feature networks measured FD."""
     out: dict = {}
     for key, value in figures.items():
         out[key] = value
-        if key in floor and key not in ("class_histogram", "num_classes", "num_modes", "kid_std",
-                                        "inception_kid_std"):
+        if key in floor and key not in NO_FLOOR:
             out[f"{key}_floor"] = floor[key]
-        if key in ("fd", "inception_fd", "nn_distance"):
-            name = {"fd": "fd_ratio", "inception_fd": "inception_fd_ratio",
-                    "nn_distance": "nn_ratio"}[key]
-            out[name] = value / floor[key] if floor[key] > 0 else None
+        if key in RATIOS:
+            out[RATIOS[key]] = value / floor[key] if floor[key] > 0 else None
     if "class_histogram" in floor:
         out["class_histogram_floor"] = floor["class_histogram"]
+    if out.get("fd_ratio") is not None and out.get("fd2_ratio") is not None:
+        out["fd_ratio_mean"] = (out["fd_ratio"] + out["fd2_ratio"]) / 2
     return out
+
+
+def selection_score(figures: dict) -> float:
+    """What `best.pt` minimises during training (lower is better): the mean of the FD
+    ratios in the two feature networks. Ratios, because the two networks' raw FDs are in
+    units of their own (each ratio is 1 for real data); both, because a generator can
+    match the quirks of one network's features and not the digits (the bundled one: 1.3
+    in the first, near 2 in the second), and a checkpoint picked by one instrument is
+    tuned to it; the mean rather than the worse of the two, so progress seen by either
+    counts. With one feature space (unlabelled data, 2-D toys) it is that FD ratio; with
+    no floor, the FD itself."""
+    for key in ("fd_ratio_mean", "fd_ratio", "fd"):
+        if figures.get(key) is not None:
+            return float(figures[key])
+    return float("inf")
 
 
 class PeriodicEvaluator(Evaluator):
@@ -252,10 +317,12 @@ def check_shapes(card: ModelCard, dataset: str) -> None:
 
 def evaluate(source, *, dataset: str | None = None, num_samples: int | None = None,
              metrics=None, device: str = "cpu", inception_weights: str | None = None,
-             root: str | None = None) -> dict:
+             root: str | None = None, prdc_k: int = PRDC_K, truncations=None) -> dict:
     """Every figure of one generator: `source` is a checkpoint file or run directory, an
     ONNX file, a (generator module, card) pair or a Source. `dataset` defaults to the card's;
-    `num_samples` to 1,000 images (capped by the held-out set) or 2,500 toy points."""
+    `num_samples` to 1,000 images (capped by the held-out set) or 2,500 toy points.
+    `truncations` (values or text such as "0.5,1,none") adds the truncation curve under
+    `truncation` (see `training.evaluate.truncation`)."""
     started = time.perf_counter()
     source, description = open_for_evaluation(source, device)
     card = source.card
@@ -263,12 +330,20 @@ def evaluate(source, *, dataset: str | None = None, num_samples: int | None = No
     if not dataset:
         raise EvaluationError("the model card names no dataset: pass --dataset")
     check_shapes(card, dataset)
+    if truncations is not None:
+        from training.evaluate.truncation import parse_truncations, truncation_curve
+
+        truncations = parse_truncations(truncations)  # a typo fails before any work
     shape = card.output_shape
     size, nc = (shape[1], shape[0]) if len(shape) == 3 else (32, None)
     evaluator = Evaluator(dataset, image_size=size, nc=nc, num_classes=card.num_classes,
                           root=root, num_samples=num_samples, metrics=metrics, device=device,
-                          inception_weights=inception_weights)
+                          inception_weights=inception_weights, prdc_k=prdc_k)
+    if truncations is not None and not {"fd", "prdc"} <= set(evaluator.metrics):
+        raise EvaluationError("the truncation curve needs the metrics fd and prdc")
     figures = evaluator(source)
+    if truncations is not None:
+        figures["truncation"] = truncation_curve(evaluator, source, truncations)
     return {"source": description, "model": card.name, "step": card.step,
             "metrics": list(evaluator.metrics), **figures,
             "seconds": round(time.perf_counter() - started, 1)}

@@ -1,6 +1,6 @@
 """The statistics of the quality figures, on features already extracted: FD and KID
-(by torchmetrics), class coverage and its KL, and the nearest-neighbour distance that
-flags memorisation."""
+(by torchmetrics), precision, recall, density and coverage (k-nearest-neighbour balls),
+class coverage and its KL, and the nearest-neighbour distance that flags memorisation."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from torch import nn
 from training.evaluate.features import BATCH
 
 KID_SUBSETS, KID_SUBSET_SIZE = 50, 500
+PRDC_K = 5  # neighbours that set each ball's radius: the papers' default
 COVERED_SHARE = 0.5  # of a class's real share; classifier errors alone stay below it
 
 
@@ -76,3 +77,51 @@ def median_nn_distance(samples: torch.Tensor, train: torch.Tensor) -> float:
     nearest = [torch.cdist(part.reshape(len(part), -1).float(), flat_train).min(1).values
                for part in samples.split(BATCH)]
     return float(torch.cat(nearest).median()) / flat_train.shape[1] ** 0.5
+
+
+def distances(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """(m, n) Euclidean distances, each computed directly rather than through a matrix
+    product, so a pair's distance is the same bit for bit in every batch: a point on a
+    ball's edge is inside it whether the radius or the pair was computed first."""
+    return torch.cdist(rows, columns, compute_mode="donot_use_mm_for_euclid_dist")
+
+
+def kth_neighbour_distances(points: torch.Tensor, k: int) -> torch.Tensor:
+    """(N,) distance from each point to its k-th nearest other point (itself excluded)."""
+    radii = [distances(part, points).kthvalue(k + 1, dim=1).values  # its own 0 comes first
+             for part in points.split(BATCH * 4)]
+    return torch.cat(radii)
+
+
+def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = PRDC_K) -> dict:
+    """Precision and recall (Kynkaanniemi et al. 2019), density and coverage (Naeem et al.
+    2020) of `fake` features (M, d) against `real` ones (N, d). A ball around each point
+    reaches its k-th nearest neighbour in its own set:
+
+    - precision: the share of fake points inside at least one real ball (fidelity);
+    - recall: the share of real points inside at least one fake ball (variety);
+    - density: fake points counted once per real ball they fall in, divided by k M; about
+      1 for real against real, above 1 where fakes crowd dense real regions;
+    - coverage: the share of real balls holding at least one fake point (variety, without
+      recall's trust in the fakes' own, outlier-inflated balls).
+    """
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(f"precision and recall need more than k = {k} samples per set")
+    real, fake = real.double(), fake.double()
+    real_radii, fake_radii = kth_neighbour_distances(real, k), kth_neighbour_distances(fake, k)
+    in_real_balls = torch.zeros(len(fake), dtype=torch.long)  # per fake: real balls around it
+    real_reached = torch.zeros(len(real), dtype=torch.bool)  # per real: inside a fake ball
+    nearest_fake = torch.full((len(real),), torch.inf, dtype=torch.float64)
+    start = 0
+    for part in fake.split(BATCH * 4):  # (m, N) distances at a time: 10,000 points fit
+        between = distances(part, real)
+        in_real_balls[start:start + len(part)] = (between <= real_radii).sum(1)
+        real_reached |= (between <= fake_radii[start:start + len(part), None]).any(0)
+        nearest_fake = torch.minimum(nearest_fake, between.min(0).values)
+        start += len(part)
+    return {
+        "precision": float((in_real_balls > 0).double().mean()),
+        "recall": float(real_reached.double().mean()),
+        "density": float(in_real_balls.sum()) / (k * len(fake)),
+        "prdc_coverage": float((nearest_fake <= real_radii).double().mean()),
+    }
