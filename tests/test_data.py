@@ -152,7 +152,7 @@ def test_flat_folder_is_unlabelled_and_centre_cropped(tmp_path, size):
     for i in range(3):
         write_image(tmp_path / f"{i}.png", (255, 0, 0))  # 40x30: not square
     (tmp_path / "notes.txt").write_text("not an image")
-    dataset = load_dataset("folder", root=str(tmp_path), image_size=size)
+    dataset = load_dataset("folder", root=str(tmp_path), image_size=size, split="all")
     samples, labels = first_items(dataset)
     assert len(dataset) == 3 and labels == [-1, -1, -1] and dataset.num_classes == 0
     assert_images(samples, 3, size)
@@ -163,7 +163,7 @@ def test_class_subfolders_give_labels(tmp_path):
     for label, colour in enumerate([(0, 0, 0), (255, 255, 255)]):
         (tmp_path / f"class{label}").mkdir()
         write_image(tmp_path / f"class{label}" / "a.jpg", colour)
-    dataset = load_dataset("folder", root=str(tmp_path), image_size=16)
+    dataset = load_dataset("folder", root=str(tmp_path), image_size=16, split="all")
     samples, labels = first_items(dataset)
     assert labels == [0, 1] and dataset.num_classes == 2
     assert samples[0].max() < -0.9 and samples[1].min() > 0.9
@@ -171,6 +171,7 @@ def test_class_subfolders_give_labels(tmp_path):
 
 def test_rgb_to_grey_uses_luma(tmp_path):
     write_image(tmp_path / "red.png", (255, 0, 0))
+    write_image(tmp_path / "red2.png", (255, 0, 0))
     grey, _ = load_dataset("folder", root=str(tmp_path), image_size=16, channels=1)[0]
     assert grey.shape == (1, 16, 16)
     assert torch.allclose(grey, torch.full_like(grey, round(0.299 * 255) / 127.5 - 1), atol=0.01)

@@ -14,7 +14,8 @@ Splits (`train`, `test`, `all`):
   digit for `train`, the rest for `test`).
 - `mnist`, `fashion-mnist`, `cifar10`: torchvision's own train/test files; `all` joins
   both. `celeba`: its official train/test partitions; `all` is every image.
-- `folder`: no split, every image of the folder.
+- `folder`: a fixed 10% of the readable images held out for `test`, the rest `train`
+  (training.folder: files checked, converted and cached decoded at start-up).
 - `ring`, `grid`, `fake`: generated from `seed`; `test` is an independent draw,
   `train` and `all` are the same draw.
 
@@ -147,22 +148,6 @@ class FakeDataset(Dataset):
         return torch.from_numpy(image), int(rng.integers(10))
 
 
-class ImageFiles(Dataset):
-    """A flat folder of images without class subfolders: unlabelled."""
-
-    def __init__(self, paths: list[str], transform) -> None:
-        self.paths, self.transform = paths, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
-        with Image.open(self.paths[index]) as image:
-            return self.transform(image), -1
-
-
 class PilToTensor:
     """PIL image -> `(channels, size, size)` in [-1, 1]: shorter side resized, centre-cropped."""
 
@@ -289,32 +274,20 @@ def torchvision_images(name: str, root: str | None, split: str, download: bool,
         ) from error
 
 
-def folder_images(root: str | None, transform: PilToTensor) -> tuple[Dataset, int]:
-    """(dataset, number of classes): ImageFolder when there are class subfolders, else flat."""
-    from torchvision.datasets import ImageFolder
-    from torchvision.datasets.folder import IMG_EXTENSIONS
+def folder_images(root: str | None, image_size: int, channels: int, split: str) -> tuple[Dataset, int]:
+    """(dataset, number of classes) of an image folder, read and cached by training.folder."""
+    from training.folder import FolderImages, split_rows
 
     if root is None:
         raise ValueError("dataset folder needs the folder of images: pass --data-root DIR")
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"image folder {root} does not exist")
-
-    def is_image(path: str) -> bool:
-        return os.path.isfile(path) and path.lower().endswith(IMG_EXTENSIONS)
-
-    entries = sorted(os.path.join(root, entry) for entry in os.listdir(root))
-    class_dirs = [path for path in entries if os.path.isdir(path)
-                  and any(is_image(os.path.join(path, f)) for f in os.listdir(path))]
-    if class_dirs:
-        dataset = ImageFolder(root, transform=transform, allow_empty=True)
-        return dataset, len(dataset.classes)
-    paths = [path for path in entries if is_image(path)]
-    if not paths:
-        raise FileNotFoundError(
-            f"no images in {root} (looked for {', '.join(IMG_EXTENSIONS)} files, "
-            "directly or in class subfolders)"
-        )
-    return ImageFiles(paths, transform), 0
+    folder = FolderImages(root, image_size, channels)
+    folder.check_enough()
+    rows = split_rows(len(folder.images), split)
+    images = torch.from_numpy(folder.images)  # memory-mapped: rows are read when indexed
+    dataset = Subset(ImageTensorDataset(images, torch.from_numpy(folder.labels), channels),
+                     rows.tolist())
+    dataset.folder = folder  # what was skipped, where the cache is
+    return dataset, len(folder.classes)
 
 
 def load_dataset(name: str, *, image_size: int = 32, channels: int | None = None,
@@ -351,7 +324,7 @@ def load_dataset(name: str, *, image_size: int = 32, channels: int | None = None
     if name in ("mnist5k", "digits"):
         dataset = in_memory_images(name, split, image_size, channels)
     elif name == "folder":
-        dataset, num_classes = folder_images(root, PilToTensor(image_size, channels))
+        dataset, num_classes = folder_images(root, image_size, channels, split)
     else:
         dataset = torchvision_images(name, root, split, download,
                                      PilToTensor(image_size, channels))

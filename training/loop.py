@@ -55,8 +55,8 @@ class EpochBatches(torch.utils.data.Sampler):
         self.per_epoch = size // (batch_size * world)
         if self.per_epoch < 1:
             raise TrainingError(
-                f"the dataset has {size} samples, fewer than one batch of {batch_size * world}"
-            )
+                f"the training data has {size} samples, fewer than one batch of "
+                f"{batch_size * world}: add data or pass a smaller --batch-size")
 
     def __iter__(self):
         batch = self.skip

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.evaluate.errors import EvaluationError
+from training.folder import HELD_OUT
 
 CLASSIFIER_VERSION = 1  # bump when the classifier or its training changes: new cache key
 RESNET_VERSION = 1  # the same for the second network
@@ -34,7 +35,6 @@ FEATURE_DIM = 64
 CLASSIFIER_SIDE = 64  # larger images are downscaled to this before the classifier
 CLASSIFIER_EPOCHS = 10
 MAX_TRAIN_IMAGES = 10_000  # classifier training and nearest-neighbour search
-FOLDER_HELD_OUT = 0.1
 BATCH = 250
 INCEPTION_HELP = (
     "Inception FID/KID needs the standard FID Inception weights as a local file: download "
@@ -277,22 +277,15 @@ class RealData:
             kind = {"image_size": image_size, "channels": nc, "root": root, "seed": seed}
             if self.info.kind == "points":
                 kind = {"seed": seed}
-            if dataset == "folder":
-                every = load_dataset(dataset, split="all", **kind)
-                order = np.random.default_rng(seed).permutation(len(every)).tolist()
-                cut = max(1, int(len(order) * FOLDER_HELD_OUT))
-                self.split_note = f"a fixed {FOLDER_HELD_OUT:.0%} of the folder's images"
-                self.held_set, self.held_rows = every, order[:cut][:MAX_TRAIN_IMAGES]
-                self.train_set, self.train_rows = every, order[cut:][:MAX_TRAIN_IMAGES]
-            else:
-                self.held_set = load_dataset(dataset, split="test", **kind)
-                self.train_set = load_dataset(dataset, split="train",
-                                              num_samples=MAX_TRAIN_IMAGES, **kind)
-                self.split_note = ("an independent draw of the mixture" if self.info.kind == "points"
-                                   else "the test split, never trained on")
-                held_order = np.random.default_rng(seed).permutation(len(self.held_set))
-                self.held_rows = held_order[:MAX_TRAIN_IMAGES].tolist()
-                self.train_rows = list(range(len(self.train_set)))
+            self.held_set = load_dataset(dataset, split="test", **kind)
+            self.train_set = load_dataset(dataset, split="train",
+                                          num_samples=MAX_TRAIN_IMAGES, **kind)
+            self.split_note = ("an independent draw of the mixture" if self.info.kind == "points"
+                               else f"a fixed {HELD_OUT:.0%} of the folder's images, never trained on"
+                               if dataset == "folder" else "the test split, never trained on")
+            held_order = np.random.default_rng(seed).permutation(len(self.held_set))
+            self.held_rows = held_order[:MAX_TRAIN_IMAGES].tolist()
+            self.train_rows = list(range(len(self.train_set)))
             self.held_out, self.held_out_labels = stack(self.held_set, self.held_rows)
             self.train, self.train_labels = stack(self.train_set, self.train_rows)
         except (ValueError, FileNotFoundError, OSError) as exc:
