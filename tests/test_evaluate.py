@@ -362,17 +362,81 @@ def test_cli_prints_both_networks_and_prdc_beside_their_floors(cache, tmp_path):
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_unlabelled_images_keep_one_untrained_network(cache, tmp_path):
+def digit_folder(folder, count=700):
+    """The first `count` mnist5k digits as an unlabelled folder of PNGs."""
     from PIL import Image
 
+    from training.data import read_mnist5k
+
+    folder.mkdir()
+    images, _ = read_mnist5k()
+    for index in range(count):
+        Image.fromarray(images[index * 5000 // count]).save(folder / f"{index:04d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def digits_as_folder(tmp_path_factory):
+    return digit_folder(tmp_path_factory.mktemp("unlabelled") / "digits", count=2000)
+
+
+@pytest.fixture
+def short_encoder(monkeypatch):
+    """The contrastive encoder on a budget a test can afford."""
+    from training.evaluate import encoder
+
+    monkeypatch.setattr(encoder, "ENCODER_STEPS", 60)
+
+
+def test_unlabelled_images_get_one_learned_feature_space_cached(cache, digits_as_folder,
+                                                                short_encoder, monkeypatch):
+    from training.evaluate import encoder
+
+    folder = Evaluator("folder", image_size=SIZE, nc=1, root=str(digits_as_folder),
+                       num_samples=70, metrics="fd,prdc")
+    facts = folder.notes["encoder"]
+    assert facts["kind"] == "contrastive" and facts["images"] == 1800  # the train split only
+    assert facts["view_matching"] > 5 * facts["view_matching_chance"]  # it learned something
     rng = np.random.default_rng(0)
-    for i in range(700):  # a flat folder: no labels to train a feature network on
-        Image.fromarray(rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-    folder = Evaluator("folder", image_size=SIZE, nc=1, root=str(tmp_path), num_samples=70,
-                       metrics="fd,prdc")
     card = ModelCard(name="noise", model={"nz": 4, "num_classes": 0})
     figures = folder(stand_in(card, lambda z, _: rng.uniform(-1, 1, (len(z), 1, SIZE, SIZE)).astype(np.float32)))
-    assert len(folder.networks) == 1 and "untrained" in figures["feature_space"]
+    assert len(folder.networks) == 1 and "trained without labels" in figures["feature_space"]
     assert "fd2" not in figures and "feature_space2" not in figures and "fd_ratio_mean" not in figures
-    assert {"fd_ratio", "precision", "recall_floor"} <= set(figures)
+    assert {"fd", "fd_ratio", "fd_floor", "precision", "recall_floor"} <= set(figures)
     assert selection_score(figures) == figures["fd_ratio"]  # best.pt goes by the one ratio
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again although the encoder is cached")
+
+    monkeypatch.setattr(encoder, "train_encoder", no_training)
+    again = Evaluator("folder", image_size=SIZE, nc=1, root=str(digits_as_folder), num_samples=70,
+                      metrics="fd")
+    assert again.notes["encoder"] == facts
+
+
+def test_the_learned_features_rank_noisier_digits_worse(cache, digits_as_folder, short_encoder):
+    """Digits of the folder's train split, then the same digits with ever more noise:
+    each step must score a higher FD ratio in the learned features."""
+    folder = Evaluator("folder", image_size=SIZE, nc=1, root=str(digits_as_folder),
+                       num_samples=200, metrics="fd")
+    real = folder.real.train[-200:]
+    noise = torch.randn(real.shape, generator=torch.Generator().manual_seed(1))
+    card = ModelCard(name="noisy", model={"nz": 4, "num_classes": 0})
+    ratios = []
+    for std in (0.0, 0.3, 0.6, 1.2):
+        images = (real + std * noise).clamp(-1, 1)
+        figures = folder(stand_in(card, lambda z, _, images=images: images[:len(z)].numpy()))
+        ratios.append(figures["fd_ratio"])
+    assert ratios == sorted(ratios) and ratios[0] < 1.5, ratios
+
+
+def test_too_few_unlabelled_images_keep_the_random_network_and_say_so(cache, digits_as_folder,
+                                                                       monkeypatch):
+    from training.evaluate import encoder
+
+    monkeypatch.setattr(encoder, "MIN_IMAGES", 5000)
+    folder = Evaluator("folder", image_size=SIZE, nc=1, root=str(digits_as_folder),
+                       num_samples=70, metrics="fd")
+    assert folder.notes["encoder"]["kind"] == "random"
+    description = folder.notes["feature_space"]
+    assert "untrained CNN, the fallback: 1800 training images are too few" in description

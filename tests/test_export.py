@@ -197,5 +197,5 @@ def test_register_model_into_a_bentoml_store(unconditional, tmp_path):
     assert stored.is_file() and stored.is_relative_to(tmp_path / "bentoml")
     assert stored.read_bytes() == path.read_bytes()
     assert result["labels"] == {"arch": "dcgan", "dataset": "mnist5k", "step": "12"}
-    assert ModelCard.from_dict(result["card"]).model == card.model
+    assert ModelCard.from_dict(json.loads(result["card"])).model == card.model  # JSON text
     assert callable(register_model)

@@ -429,3 +429,48 @@ def test_two_processes_train_with_distributed_data_parallel(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert load_checkpoint(run_dir)["step"] == 3
     assert [r["step"] for r in records(run_dir)] == [1, 2, 3]
+
+
+# --- the EMA ramp-up -------------------------------------------------------------------------
+
+
+def test_ema_decay_ramps_up_with_the_images_seen_to_the_configured_decay(make_tiny_config, tmp_path):
+    config = make_tiny_config(tmp_path, batch_size=64)
+    decays = [loop.ema_decay_at(config, step) for step in (1, 10, 120, 1000, 10_000, 20_000, 10**6)]
+    assert decays == sorted(decays) and decays[0] < 1e-5  # the first average is the weights
+    assert decays[2] == pytest.approx(0.5 ** (1 / 6), abs=1e-9)  # half-life 6 steps at step 120
+    assert decays[-1] == decays[-2] == pytest.approx(0.999, abs=1e-12)  # the asymptote
+    # the horizon is in images: half the batch size, twice the steps, the same average
+    small = make_tiny_config(tmp_path, batch_size=32)
+    assert loop.ema_decay_at(small, 240) ** 2 == pytest.approx(decays[2], abs=1e-9)
+    # two processes see twice the images per step
+    assert loop.ema_decay_at(small, 120, world=2) == pytest.approx(decays[2], abs=1e-12)
+    fixed = make_tiny_config(tmp_path, ema_rampup=0.0)
+    assert loop.ema_decay_at(fixed, 1) == loop.ema_decay_at(fixed, 10**6) == 0.999
+
+
+def _distance(first: dict, second: dict) -> float:
+    return math.sqrt(sum(float((first[k] - second[k]).pow(2).sum()) for k in first))
+
+
+@pytest.mark.parametrize("rampup", [0.05, 0.0], ids=["ramped", "fixed-0.999"])
+def test_an_early_ema_generator_follows_training_not_its_initial_weights(
+        rampup, tmp_path, make_tiny_config):
+    """What the sample grids show early in a run: with the ramp-up the averaged generator
+    is near the trained weights; a fixed 0.999 from step 0 keeps it near the random start."""
+    from models import build_models
+    from training.run import model_spec
+
+    config = make_tiny_config(tmp_path / "run", steps=20, ema_rampup=rampup)
+    torch.manual_seed(config.seed)  # as the loop does before building the networks
+    initial, _ = build_models(config.arch, model_spec(config))
+    state = load_checkpoint(train(config, progress=False))
+    params = {name for name, _ in initial.named_parameters()}
+    start = {k: v for k, v in initial.state_dict().items() if k in params}
+    raw = {k: state["generator"][k] for k in params}
+    ema = {k: state["ema"][k] for k in params}
+    travelled = _distance(start, raw)
+    if rampup:
+        assert _distance(ema, raw) < 0.1 * travelled
+    else:
+        assert _distance(ema, start) < 0.1 * travelled

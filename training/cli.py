@@ -110,6 +110,7 @@ def train(
     instance_noise: float | None = typer.Option(None, help="Std of instance noise on D's inputs, decaying to 0 [0]."),
     augment: str | None = typer.Option(None, help="DiffAugment of D's inputs: translation,cutout (a subset, or none) [none]."),
     ema_decay: float | None = typer.Option(None, help="EMA decay of generator weights, 0 to disable [0.999]."),
+    ema_rampup: float | None = typer.Option(None, help="EMA ramp-up: the average's half-life is at most this share of the images seen, 0 for a fixed decay [0.05]."),
     steps: int | None = typer.Option(None, help="Generator steps to train to [2000]."),
     batch_size: int | None = typer.Option(None, help="Batch size per process [64]."),
     lr_g: float | None = typer.Option(None, help="Generator learning rate [2e-4]."),
@@ -160,28 +161,33 @@ def train(
 @clean_errors
 def export(
     source: Path = typer.Argument(..., help="A checkpoint file or run directory (its best.pt, else checkpoint.pt)."),
-    out_path: Path = typer.Option(..., "--out", "-o", help="The ONNX file to write."),
+    out_path: Path | None = typer.Option(None, "--out", "-o", help="The ONNX file to write [<name>.onnx in the run directory]."),
     weights: str = typer.Option("ema", help="ema (what is served) or raw generator weights."),
     fp16: bool = typer.Option(False, "--fp16", help="Float16 weights and arithmetic, for GPUs."),
     name: str | None = typer.Option(None, help="Model name in the card and store [the card's]."),
     register: bool = typer.Option(False, "--register", help="Also add it to the BentoML model store as dcgan-<name>."),
     quality: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Measure quality (dcgan evaluate) into the card first."),
+    data_root: Path | None = typer.Option(None, help="Where the training data is now, if it moved [the run's own]."),
 ) -> None:
     """Export a generator to ONNX with its model card, after a parity check."""
     from training.checkpoint import load_torch_generator
     from training.export import export_onnx, register_model
 
-    if out_path.suffix != ".onnx":
+    if out_path is not None and out_path.suffix != ".onnx":
         raise ValueError(f"--out must name a .onnx file, got {out_path}")
     generator, card = load_torch_generator(source, weights=weights)
     if name:
         card.name = name
+    if out_path is None:
+        out_path = (source if source.is_dir() else source.parent) / f"{card.name}.onnx"
     if quality:
+        from training.config import run_data_root
         from training.evaluate import evaluate
         from training.evaluate.truncation import SWEEP
 
         try:  # the card also records the truncation curve and its suggested value
-            figures = evaluate((generator, card), truncations=SWEEP)
+            root = run_data_root(source, given=None if data_root is None else str(data_root))
+            figures = evaluate((generator, card), truncations=SWEEP, root=root)
         except (ValueError, FileNotFoundError) as exc:
             err.print(f"warning: no fresh quality figures ({exc}); the card keeps its earlier ones",
                       highlight=False)

@@ -10,6 +10,8 @@ non-saturating generator loss of Goodfellow et al. 2014.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
@@ -65,6 +67,9 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     ema_decay: float = 0.999  # EMA of generator weights, exported and served; 0 disables
+    # EMA ramp-up (StyleGAN2-ADA): the average's half-life is at most this share of the
+    # images seen so far, so early grids show the training's progress; 0: ema_decay throughout
+    ema_rampup: float = 0.05
     # hardware
     device: str = "auto"
     amp: bool | None = None  # bf16 autocast; None: on for CUDA
@@ -115,6 +120,8 @@ class TrainConfig:
             raise ValueError(f"label-smoothing must be in [0, 0.5), got {self.label_smoothing}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema-decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.ema_rampup <= 1.0:
+            raise ValueError(f"ema-rampup must be in [0, 1], got {self.ema_rampup}")
         if self.r1 < 0:
             raise ValueError(f"r1 must be 0 or more, got {self.r1}")
         if self.d_norm is not None:
@@ -154,11 +161,13 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise TrainingError("--device cuda was asked for, but no CUDA device is available")
     cuda = device == "cuda"
     d_norm = config.d_norm or ("layer" if config.loss == "wgan-gp" else "batch")
+    # absolute: evaluate, export and --resume read the data from here, from any directory
+    data_root = os.path.abspath(os.path.expanduser(config.data_root)) if config.data_root else None
     run_dir = config.run_dir or str(
         Path("runs") / f"{config.dataset}-{config.loss}-{datetime.now():%Y%m%d-%H%M%S}"
     )
     return replace(
-        config, arch=arch, device=device, d_norm=d_norm, run_dir=run_dir,
+        config, arch=arch, device=device, d_norm=d_norm, run_dir=run_dir, data_root=data_root,
         nz=config.nz or (100 if arch == "dcgan" else 2),
         channels=config.channels or (info.nc or None),
         amp=cuda if config.amp is None else config.amp,
@@ -183,4 +192,53 @@ def resume_config(saved: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
     if changed:
         raise TrainingError("a resumed run keeps its architecture and data; leave out "
                             + ", ".join(changed))
+    if "data_root" not in given and (gone := missing_data(saved)):
+        raise TrainingError(gone)
     return TrainConfig.from_dict({**saved, **given})
+
+
+# --- what a run was trained on, for the commands that come after it -------------------------
+
+# Every option that says which data a run saw; config.json and each checkpoint hold them.
+DATA_OPTIONS = ("dataset", "data_root", "download", "image_size", "channels")
+
+
+def run_config(source: str | os.PathLike) -> dict[str, Any] | None:
+    """The resolved config a run was trained with: a run directory's config.json, or the
+    config inside a checkpoint file; None for anything else (an ONNX file)."""
+    path = Path(source)
+    if path.is_dir() and (path / "config.json").is_file():
+        try:
+            return json.loads((path / "config.json").read_text())
+        except (OSError, ValueError):
+            pass  # a damaged config.json: the checkpoint holds the same
+    if path.suffix == ".onnx" or not path.exists():
+        return None
+    from training.checkpoint import find_checkpoint, load_checkpoint
+
+    return dict(load_checkpoint(find_checkpoint(path, prefer_best=True))["config"])
+
+
+def missing_data(config: dict[str, Any]) -> str | None:
+    """One line when the data folder a run was trained on is gone, else None."""
+    root = config.get("data_root")
+    if root and not os.path.exists(root):
+        return (f"the run was trained on {config.get('dataset')} images in {root}, which no "
+                "longer exists (moved or deleted?): pass --data-root DIR to say where they are now")
+    return None
+
+
+def run_data_root(source: str | os.PathLike, dataset: str | None = None,
+                  given: str | None = None) -> str | None:
+    """The data folder to measure or continue `source` with: `given` when given; else,
+    when `dataset` is the run's own (or None), the folder the run was trained on, checked
+    to still exist (FileNotFoundError naming it, in one line, when it does not). What
+    `dcgan evaluate`, `export` and `report` use, so that only `train` needs --data-root."""
+    if given is not None:
+        return given
+    config = run_config(source)
+    if config is None or (dataset is not None and dataset != config.get("dataset")):
+        return None
+    if gone := missing_data(config):
+        raise FileNotFoundError(gone)
+    return config.get("data_root")

@@ -331,7 +331,10 @@ def load_dataset(name: str, *, image_size: int = 32, channels: int | None = None
     if num_samples is not None and num_samples < len(dataset):
         rng = np.random.default_rng(seed)
         keep = np.sort(rng.choice(len(dataset), size=num_samples, replace=False))
+        folder = getattr(dataset, "folder", None)
         dataset = Subset(dataset, keep.tolist())
+        if folder is not None:
+            dataset.folder = folder
     return with_classes(dataset, num_classes)
 
 

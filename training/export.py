@@ -10,6 +10,7 @@ are named as the generation layer's store naming says (models.generation.store).
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from pathlib import Path
 
@@ -155,7 +156,9 @@ def register_model(onnx_path: str | Path, card: ModelCard, name: str | None = No
 
     tag_name = store_name(name or card.name)
     labels = {"arch": card.arch, "dataset": str(card.dataset.get("name", "")), "step": str(card.step)}
-    metadata = {"card": card.to_dict()}
+    # as JSON text: the store's metadata takes no None, and figures that do not apply
+    # (an unlabelled folder's classifier accuracy, "no truncation") are None
+    metadata = {"card": json.dumps(card.to_dict())}
     with bentoml.models.create(tag_name, labels=labels, metadata=metadata) as model:
         shutil.copyfile(onnx_path, model.path_of(STORE_FILE))
     return str(model.tag)

@@ -134,7 +134,7 @@ def evaluate_command(
     inception_weights: Annotated[Path | None, typer.Option(
         help="Local FID Inception weights file (weights-inception-2015-12-05-6726825d.pth); "
              "adds Inception FID/KID. Nothing is downloaded.")] = None,
-    data_root: Annotated[Path | None, typer.Option(help="Data folder of datasets read from disk.")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Data folder of datasets read from disk [for a run: the one it was trained on].")] = None,
     prdc_k: Annotated[int, typer.Option(
         "--prdc-k", help="Neighbours that set the k-NN balls of precision, recall, density and coverage.")] = 5,
     truncation: Annotated[str | None, typer.Option(

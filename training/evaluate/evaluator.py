@@ -10,12 +10,15 @@ Figures in the second feature network carry a `2` after their name (`fd2`, `kid2
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
 from torch import nn
 
 from models.card import ModelCard
+from training.evaluate.encoder import describe as describe_encoder
+from training.evaluate.encoder import load_encoder
 from training.evaluate.errors import EvaluationError
 from training.evaluate.features import (
     FEATURE_DIM,
@@ -127,12 +130,16 @@ class Evaluator:
         # features (one space); unlabelled images keep one untrained CNN (see features.py).
         self.networks: list = [None]
         self.accuracies: list = [None]
-        if not real.points:
+        self.encoder: dict | None = None  # what the unlabelled data's feature network is
+        if not real.points and real.num_classes:
             loaded = [load_classifier(dataset, image_size, nc, root, real, network)
                       for network in FEATURE_NETWORKS]
-            loaded = [pair for pair in loaded if pair[0] is not None]
             self.networks = [network.to(device) for network, _ in loaded]
             self.accuracies = [accuracy for _, accuracy in loaded]
+        elif not real.points:  # no labels: one feature space, learned without them
+            encoder, self.encoder = load_encoder(dataset, image_size, nc, real.content_key,
+                                                 real.train, real.held_out)
+            self.networks = [encoder.to(device)]
         self.classifier, self.accuracy = self.networks[0], self.accuracies[0]
         self.reference = real.held_out[:count]  # held_out is already in a seeded random order
         floor_rows = torch.randperm(len(real.train), generator=torch.Generator().manual_seed(seed))[:count]
@@ -157,6 +164,8 @@ class Evaluator:
             "feature_space": self.describe_features(image_size, nc, 0),
             "classifier_accuracy": self.accuracy,
         }
+        if self.encoder is not None:
+            self.notes["encoder"] = self.encoder
         if len(self.networks) > 1:
             self.notes.update(feature_space2=self.describe_features(image_size, nc, 1),
                               classifier2_accuracy=self.accuracies[1])
@@ -167,9 +176,8 @@ class Evaluator:
         if self.real.points:
             return "the 2-D points themselves"
         where = f"{self.real.name} at {image_size}px, {nc} channel{'s' if nc > 1 else ''}"
-        if self.accuracies[index] is None:
-            return (f"penultimate layer ({FEATURE_DIM}) of a seeded untrained CNN "
-                    f"({self.real.name} has no labels to train one, so no second network), {where}")
+        if self.encoder is not None:
+            return describe_encoder(self.encoder, where) + " (no labels: one network)"
         network = FEATURE_NETWORKS[index]
         return (f"penultimate layer ({FEATURE_DIM}) of {network.description}, seed {network.seed}, "
                 f"trained on the train split of {where}; held-out accuracy {self.accuracies[index]:.1%}")
@@ -321,9 +329,18 @@ def evaluate(source, *, dataset: str | None = None, num_samples: int | None = No
     """Every figure of one generator: `source` is a checkpoint file or run directory, an
     ONNX file, a (generator module, card) pair or a Source. `dataset` defaults to the card's;
     `num_samples` to 1,000 images (capped by the held-out set) or 2,500 toy points.
+    `root` defaults, for a run directory or checkpoint, to the data folder the run was
+    trained on (`training.config.run_data_root`).
     `truncations` (values or text such as "0.5,1,none") adds the truncation curve under
     `truncation` (see `training.evaluate.truncation`)."""
     started = time.perf_counter()
+    if isinstance(source, (str, os.PathLike)):  # a run remembers the data it was trained on
+        from training.config import run_data_root
+
+        try:
+            root = run_data_root(source, dataset, root)
+        except (ValueError, FileNotFoundError) as exc:
+            raise EvaluationError(str(exc)) from None
     source, description = open_for_evaluation(source, device)
     card = source.card
     dataset = dataset or card.dataset.get("name")

@@ -140,10 +140,13 @@ def cache_dir() -> Path:
 
 
 def classifier_path(dataset: str, image_size: int, nc: int, root: str | None,
-                    network: FeatureNetwork = FEATURE_NETWORKS[0]) -> Path:
+                    network: FeatureNetwork = FEATURE_NETWORKS[0],
+                    content_key: str | None = None) -> Path:
     tag = f"-{network.tag}" if network.tag else ""  # the first network keeps its old key
     key = f"{dataset}-{image_size}px-{nc}ch{tag}-v{network.version}"
-    if dataset == "folder" and root:  # two folders are two datasets
+    if content_key:  # a folder's file list: another folder, or an edited one, is another key
+        key += f"-{content_key}"
+    elif dataset == "folder" and root:  # two folders are two datasets
         key += "-" + hashlib.sha256(os.path.abspath(root).encode()).hexdigest()[:10]
     return cache_dir() / f"{key}.pt"
 
@@ -205,17 +208,10 @@ def random_affine(images: torch.Tensor, generator: torch.Generator) -> torch.Ten
 
 
 def load_classifier(dataset: str, image_size: int, nc: int, root: str | None, real: RealData,
-                    network: FeatureNetwork = FEATURE_NETWORKS[0]) -> tuple[nn.Module | None, float | None]:
-    """The cached classifier of (dataset, size, channels, network), trained and saved first
-    when missing. Unlabelled datasets get the first CNN with seeded random weights (as
-    before there were two networks) and no second network: (None, None)."""
-    if real.num_classes == 0:
-        if network is not FEATURE_NETWORKS[0]:
-            return None, None
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            return FeatureClassifier(nc, 0).eval(), None
-    path = classifier_path(dataset, image_size, nc, root, network)
+                    network: FeatureNetwork = FEATURE_NETWORKS[0]) -> tuple[nn.Module, float]:
+    """The cached classifier of (dataset, size, channels, network) of a labelled dataset,
+    trained and saved first when missing. (Unlabelled data: `encoder.load_encoder`.)"""
+    path = classifier_path(dataset, image_size, nc, root, network, real.content_key)
     if path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)
         classifier = network.build(nc, int(state["num_classes"]))
@@ -224,12 +220,18 @@ def load_classifier(dataset: str, image_size: int, nc: int, root: str | None, re
     classifier, accuracy = train_classifier(real.train, real.train_labels, real.held_out,
                                             real.held_out_labels, real.num_classes,
                                             network=network)
+    save_cached(path, {"weights": classifier.state_dict(), "num_classes": real.num_classes,
+                       "accuracy": accuracy, "version": network.version})
+    return classifier, accuracy
+
+
+def save_cached(path: Path, state: dict) -> None:
+    """torch.save to a temporary name, then rename: a concurrent reader, or the next run
+    after a crash, sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"weights": classifier.state_dict(), "num_classes": real.num_classes,
-                "accuracy": accuracy, "version": network.version}, partial)
-    os.replace(partial, path)  # atomic: a concurrent reader sees the old file or the new
-    return classifier, accuracy
+    torch.save(state, partial)
+    os.replace(partial, path)
 
 
 @torch.no_grad()
@@ -286,6 +288,8 @@ class RealData:
             held_order = np.random.default_rng(seed).permutation(len(self.held_set))
             self.held_rows = held_order[:MAX_TRAIN_IMAGES].tolist()
             self.train_rows = list(range(len(self.train_set)))
+            # a folder's file list, sizes and times: the key of what is trained on it
+            self.content_key = getattr(getattr(self.train_set, "folder", None), "key", None)
             self.held_out, self.held_out_labels = stack(self.held_set, self.held_rows)
             self.train, self.train_labels = stack(self.train_set, self.train_rows)
         except (ValueError, FileNotFoundError, OSError) as exc:
