@@ -8,8 +8,10 @@ another network trained on the same digits), so there are two, independent: a
 strided CNN and a small ResNet, with their own seeds, optimisers and augmentation
 (`features.FEATURE_NETWORKS`). Figures in the second carry a `2` (`fd2`, `kid2`,
 `precision2`, ...); the first network's keys mean what they always meant. Unlabelled
-data (`folder`) has no labels to train either: it keeps one seeded, untrained CNN and
-has no second network. In those spaces:
+data (a flat `folder`, CelebA) has no labels to train either: its one feature space is
+the first network's CNN trained without labels, by contrastive learning on the train
+split (`encoder.py`), or with too few images the same CNN with seeded random weights,
+which the report then names as the fallback. In those spaces:
 
 - FD (Fréchet distance) and KID (kernel distance), by torchmetrics, between generated
   images and real images held out from training. Both depend on the sample count, so
@@ -37,12 +39,14 @@ has no second network. In those spaces:
   truncation thresholds, and a suggested one; see `training.evaluate.truncation`.
 
 Held-out images: the dataset's test split (mnist5k: the last 100 of each digit, 1,000
-images, never trained on); for `folder`, a fixed 10% of the images.
+images, never trained on); for `folder`, a fixed 10% of the images, held out from
+training too (training/folder.py).
 
 The modules, in the order a figure is made:
 
     sources.py    the generator under test (`Source`: card + generate), opened one way
     features.py   the real data and the feature spaces (two classifiers, Inception)
+    encoder.py    the feature space of unlabelled data (a contrastive encoder)
     metrics.py    FD, KID, precision/recall/density/coverage, class coverage, NN distance
     toys.py       the PacGAN mode figures of the 2-D toys
     evaluator.py  `Evaluator` (real side prepared once), `PeriodicEvaluator`, `evaluate`,

@@ -10,8 +10,8 @@ a random rotation, scale and shift per image). Each is trained once per (dataset
 channels, network, version) on the train split, seeded, and cached under
 $DCGAN_CACHE/classifiers (by default ~/.cache/dcgan-service/classifiers), written
 atomically; its held-out accuracy is kept with it and reported with every figure.
-Unlabelled data has nothing to train on: it keeps one seeded, untrained CNN and no
-second network.
+Unlabelled data has no classes to learn: its feature space is learned without labels
+(training/evaluate/encoder.py), and there is no second network.
 """
 
 from __future__ import annotations
