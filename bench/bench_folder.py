@@ -82,8 +82,9 @@ def data_rate(dataset, batches: int, batch_size: int) -> float:
     return seen / (time.perf_counter() - started)
 
 
-def train_rate(path: str, folder: Path, args, work: Path) -> float:
-    """Median steps/s of a short run, its first logged window left out."""
+def train_rate(path: str, folder: Path, args, work: Path) -> tuple[float, float]:
+    """(median steps/s of a short run, its first logged window left out; CPU seconds per
+    step of the whole run, set-up included: the work, whatever else the machine runs)."""
     import training.loop as loop
     from training.config import TrainConfig, resolve
 
@@ -96,12 +97,14 @@ def train_rate(path: str, folder: Path, args, work: Path) -> float:
     original = loop.load_dataset
     if path == "decode":
         loop.load_dataset = lambda *a, **k: DecodeEveryTime(folder, 64)
+    cpu = time.process_time()
     try:
         loop.train(config, progress=False)
     finally:
         loop.load_dataset = original
+    cpu = (time.process_time() - cpu) / args.steps
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return statistics.median(r["steps_per_s"] for r in records[1:])
+    return statistics.median(r["steps_per_s"] for r in records[1:]), cpu
 
 
 def main() -> None:
@@ -129,21 +132,25 @@ def main() -> None:
     load_dataset("folder", root=str(folder), image_size=64, channels=3)
     reopen = time.perf_counter() - started
     decode = DecodeEveryTime(folder, 64)
-    rates = {"decode": [], "cache": []}
-    data = {"decode": [], "cache": []}
+    rates, cpu, data = ({"decode": [], "cache": []} for _ in range(3))
     for _ in range(args.repeats):
         for path, dataset in (("decode", decode), ("cache", cached)):
             data[path].append(data_rate(dataset, 4, 64))
-            rates[path].append(train_rate(path, folder, args, args.work))
-            print(path, f"{data[path][-1]:.0f} images/s, {rates[path][-1]:.2f} steps/s", flush=True)
+            rate, seconds = train_rate(path, folder, args, args.work)
+            rates[path].append(rate)
+            cpu[path].append(seconds)
+            print(path, f"{data[path][-1]:.0f} images/s, {rate:.3f} steps/s, "
+                        f"{seconds:.2f} CPU s/step", flush=True)
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads",
         "load_average": os.getloadavg(), "images": args.images, "side": args.side,
         "cache_build_s": round(build, 2), "cache_reopen_s": round(reopen, 3),
         "data_images_per_s": {k: round(statistics.median(v)) for k, v in data.items()},
         "train_steps_per_s": {k: round(statistics.median(v), 3) for k, v in rates.items()},
+        "cpu_s_per_step": {k: round(statistics.median(v), 3) for k, v in cpu.items()},
     }
     result["speed_up"] = round(result["train_steps_per_s"]["cache"] / result["train_steps_per_s"]["decode"], 2)
+    result["cpu_saved"] = round(1 - result["cpu_s_per_step"]["cache"] / result["cpu_s_per_step"]["decode"], 3)
     print(json.dumps(result, indent=2))
 
 

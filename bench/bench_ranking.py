@@ -13,10 +13,11 @@ generated samples:
 - FD in the folder's learned encoder, against the folder's held-out 10%;
 - FD in the random-weights CNN (the fallback), against the same held-out images.
 
-It prints the FD ratios, each instrument's ordering and its Kendall tau with the
-classifier's, and writes them as JSON.
+It prints the FD ratios, each instrument's ordering, its Kendall tau with the
+classifier's and the correlation of their logarithms, and writes them as JSON.
 
-    python bench/bench_ranking.py --steps 50,150,400,1000 --work /tmp/ranking [--json out.json]
+    python bench/bench_ranking.py --steps 50,150,400,800,1200 --ngf 16 --ndf 16 \
+        --work /tmp/ranking [--json out.json]
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
+    import numpy as np
     import torch
 
     from training.evaluate import encoder as encoder_module
@@ -133,11 +135,16 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(f"{row[c]:.2f}" for c in columns) + " |")
     taus = {c: kendall_tau(reference, [rows[n][c] for n in rows]) for c in columns}
     print("| Kendall tau with classifier 1 | " + " | ".join(f"{taus[c]:+.2f}" for c in columns) + " |")
+    logs = {c: np.log([rows[n][c] for n in rows]) for c in columns}
+    pearson = {c: float(np.corrcoef(logs["classifier 1"], logs[c])[0, 1]) for c in columns}
+    print("| Pearson r of log FD ratios with classifier 1 | "
+          + " | ".join(f"{pearson[c]:.3f}" for c in columns) + " |")
     orders = {c: sorted(rows, key=lambda n: rows[n][c]) for c in columns}
     for column, order in orders.items():
         print(f"{column}: best to worst: {' < '.join(order)}")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "kendall_tau": taus, "orders": orders,
+        args.json.write_text(json.dumps({"rows": rows, "kendall_tau": taus, "pearson_log": pearson,
+                                         "orders": orders,
                                          "encoder": instruments["learned encoder"].notes},
                                         indent=2, default=str) + "\n")
 

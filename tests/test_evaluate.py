@@ -396,7 +396,7 @@ def test_unlabelled_images_get_one_learned_feature_space_cached(cache, digits_as
                        num_samples=70, metrics="fd,prdc")
     facts = folder.notes["encoder"]
     assert facts["kind"] == "contrastive" and facts["images"] == 1800  # the train split only
-    assert facts["view_matching"] > 5 * facts["view_matching_chance"]  # it learned something
+    assert facts["view_matching"] > 3 * facts["view_matching_chance"]  # it learned something
     rng = np.random.default_rng(0)
     card = ModelCard(name="noise", model={"nz": 4, "num_classes": 0})
     figures = folder(stand_in(card, lambda z, _: rng.uniform(-1, 1, (len(z), 1, SIZE, SIZE)).astype(np.float32)))

@@ -222,7 +222,7 @@ def run_config(source: str | os.PathLike) -> dict[str, Any] | None:
 def missing_data(config: dict[str, Any]) -> str | None:
     """One line when the data folder a run was trained on is gone, else None."""
     root = config.get("data_root")
-    if root and not os.path.exists(root):
+    if root and not os.path.exists(root) and not config.get("download"):
         return (f"the run was trained on {config.get('dataset')} images in {root}, which no "
                 "longer exists (moved or deleted?): pass --data-root DIR to say where they are now")
     return None
