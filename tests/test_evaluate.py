@@ -419,7 +419,9 @@ def test_the_learned_features_rank_noisier_digits_worse(cache, digits_as_folder,
     each step must score a higher FD ratio in the learned features."""
     folder = Evaluator("folder", image_size=SIZE, nc=1, root=str(digits_as_folder),
                        num_samples=200, metrics="fd")
-    real = folder.real.train[-200:]
+    # 200 train digits of every class (the folder is sorted by class), not the floor's
+    real = folder.real.train[torch.randperm(len(folder.real.train),
+                                            generator=torch.Generator().manual_seed(1))[:200]]
     noise = torch.randn(real.shape, generator=torch.Generator().manual_seed(1))
     card = ModelCard(name="noisy", model={"nz": 4, "num_classes": 0})
     ratios = []
@@ -427,7 +429,7 @@ def test_the_learned_features_rank_noisier_digits_worse(cache, digits_as_folder,
         images = (real + std * noise).clamp(-1, 1)
         figures = folder(stand_in(card, lambda z, _, images=images: images[:len(z)].numpy()))
         ratios.append(figures["fd_ratio"])
-    assert ratios == sorted(ratios) and ratios[0] < 1.5, ratios
+    assert ratios == sorted(ratios) and ratios[0] < 2, ratios  # real digits: near the floor
 
 
 def test_too_few_unlabelled_images_keep_the_random_network_and_say_so(cache, digits_as_folder,
