@@ -10,7 +10,7 @@ non-saturating generator loss of Goodfellow et al. 2014.
 A recipe (`--recipe NAME`, see RECIPES) sets a loss together with the optimiser settings
 of the paper that introduced it; `resolve` fills from it every objective and optimiser
 field left unset (None), and explicit options win over it. The 2-D toys get a schedule
-of their own (TOY_STEPS generator steps, learning rates decaying linearly to 0), because
+of their own (TOY_STEPS discriminator steps, learning rates decaying linearly to 0), because
 a 3-layer MLP on points affords tens of thousands of steps in minutes.
 """
 
@@ -58,7 +58,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 TOY_RECIPES: dict[str, dict[str, Any]] = {"wgan-gp": {"gp_weight": 0.1, "beta1": 0.5}}
 DEFAULT_RECIPE = "dcgan"
 RECIPE_FIELDS = tuple(_DCGAN)
-IMAGE_STEPS, TOY_STEPS = 2000, 20_000  # generator steps when --steps is not given
+# generator steps when --steps is not given; on the toys, divided by the D steps per G step
+IMAGE_STEPS, TOY_STEPS = 2000, 20_000
 
 
 class TrainingError(RuntimeError):
@@ -226,8 +227,10 @@ def with_recipe(config: TrainConfig, toy: bool) -> TrainConfig:
     recipe = config.recipe or DEFAULT_RECIPE
     settings = {**RECIPES[recipe], **(TOY_RECIPES.get(recipe, {}) if toy else {})}
     filled = {name: value for name, value in settings.items() if getattr(config, name) is None}
+    # On the toys the D updates are what is budgeted: 5 critic steps per G step, 1/5 the steps.
+    toy_steps = TOY_STEPS // (config.d_steps or filled["d_steps"])
     return replace(config, recipe=recipe, **filled,
-                   steps=config.steps or (TOY_STEPS if toy else IMAGE_STEPS),
+                   steps=config.steps or (toy_steps if toy else IMAGE_STEPS),
                    lr_decay=config.lr_decay or ("linear" if toy else "none"))
 
 
