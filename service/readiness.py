@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -58,12 +59,25 @@ class WorkerReadiness:
         self.workers, self.index = workers, index
         self.directory = directory or (server_directory() if self.shared else None)
         self._mine: frozenset[str] = frozenset()
+        # Models load in threads of their own: one update and one write at a time, or a
+        # thread could write a list that misses what another has just added.
+        self._lock = threading.Lock()
         self.publish(())  # a stale file of this index (a worker that died) is overwritten
 
     def publish(self, ready: Iterable[str]) -> None:
-        self._mine = frozenset(ready)
+        """This worker has exactly `ready` ready."""
+        with self._lock:
+            self._write(frozenset(ready))
+
+    def add(self, name: str) -> None:
+        """One more model is ready in this worker."""
+        with self._lock:
+            self._write(self._mine | {name})
+
+    def _write(self, ready: frozenset[str]) -> None:
+        self._mine = ready
         if self.shared:
-            body = json.dumps({"pid": os.getpid(), "ready": sorted(self._mine)}).encode()
+            body = json.dumps({"pid": os.getpid(), "ready": sorted(ready)}).encode()
             atomic_write(self._file(self.index), body)
 
     def ready_everywhere(self) -> frozenset[str]:

@@ -147,7 +147,7 @@ class Registry:
         metrics.set_model(served.name, card.name, generator.version, generator.provider)
         served.generator, served.batcher = generator, batcher
         metrics.set_ready(served.name, True)
-        self.readiness.publish(n for n, m in self.models.items() if m.batcher)
+        self.readiness.add(served.name)
 
     # --- routing ----------------------------------------------------------------------
     def get(self, name: str | None) -> Served:

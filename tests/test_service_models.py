@@ -119,3 +119,18 @@ def test_workers_are_ready_together(tmp_path):
     alone = WorkerReadiness(1, None)
     alone.publish(["a"])
     assert alone.ready_everywhere() == {"a"}
+
+
+def test_models_that_load_at_once_are_all_published(tmp_path):
+    """Each model's loading thread adds it: none may write over another's news."""
+    import threading
+
+    mine, theirs = WorkerReadiness(2, 1, directory=tmp_path), WorkerReadiness(2, 2, directory=tmp_path)
+    names = [f"m{k}" for k in range(40)]
+    threads = [threading.Thread(target=mine.add, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    theirs.publish(names)
+    assert theirs.ready_everywhere() == set(names)
