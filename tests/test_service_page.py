@@ -76,7 +76,7 @@ class Browser:
         assert "exceptionDetails" not in result, result
         return result["result"].get("value")
 
-    async def wait_for(self, expression: str, timeout: float = 30) -> None:
+    async def wait_for(self, expression: str, timeout: float = 60) -> None:
         deadline = time.time() + timeout
         while not await self.js(expression):
             assert time.time() < deadline, f"timed out waiting for: {expression}"
