@@ -118,13 +118,13 @@ def test_the_readme_path_from_a_folder_of_photos_to_a_served_model(tmp_path, mon
     assert "warning" not in exported.stderr
     onnx_path = run_dir / "tex.onnx"
     # 5. serve the registered model by its store tag, and ask it for samples
-    server = BentoServer(home, DCGAN_MODEL="dcgan-tex:latest")
+    server = BentoServer(home, DCGAN_MODELS="dcgan-tex:latest")
     try:
         server.wait()
         card = httpx.get(server.url + "/model", timeout=10).json()
         assert "tex" in str(card) and "folder" in str(card)
-        answer = httpx.post(server.url + "/sample", json={"n": 4, "seed": 0, "format": "png"},
-                            timeout=60)
+        answer = httpx.post(server.url + "/sample", timeout=60,
+                            json={"model": "tex", "n": 4, "seed": 0, "format": "png"})
     finally:
         server.stop()
     assert answer.status_code == 200, answer.text
