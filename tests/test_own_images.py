@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 from PIL import Image
 from test_service_server import BentoServer
 from typer.testing import CliRunner
