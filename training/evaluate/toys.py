@@ -23,9 +23,9 @@ charges dropped modes, and `grid_js` the Jensen-Shannon divergence (at most log 
 
 from __future__ import annotations
 
-import numpy as np
-
 import math
+
+import numpy as np
 
 HIGH_QUALITY_STDS = 3.0
 GRID_CELLS = 40  # cells per side of the grid the divergences (and GAN Lab's view) use
