@@ -214,27 +214,12 @@ class GameFrames:
 
     def finish(self) -> Path | None:
         """samples/training.gif: every frame of the run, in step order."""
-        return write_animation(sorted(self.samples.glob("step_*.png")), self.samples / GIF_NAME)
+        from training.plots import write_animation
+
+        return write_animation(sorted(self.samples.glob("step_*.png")), self.samples / GIF_NAME,
+                               frame_ms=GIF_FRAME_MS)
 
 
 def _curve_point(record: dict) -> dict:
     return {key: record[key] for key in ("step", "d_loss", "g_loss", "grid_kl", "grid_js")
             if key in record}
-
-
-def write_animation(frames: list[Path], out: Path, frame_ms: int = GIF_FRAME_MS) -> Path | None:
-    """An animated GIF of the PNG `frames` (same size), or None when there are none."""
-    if not frames:
-        return None
-    from PIL import Image
-
-    from models.generation import atomic_write
-    from models.generation.pictures import encode_gif
-
-    pixels = []
-    for path in frames:
-        with Image.open(path) as image:
-            pixels.append(np.asarray(image.convert("RGB")))
-    size = pixels[0].shape
-    pixels = [p for p in pixels if p.shape == size]  # a frame of another size cannot join
-    return atomic_write(out, encode_gif(np.stack(pixels), frame_ms))

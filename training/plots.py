@@ -8,6 +8,8 @@ follow GAN Lab: green for real, purple for generated, pink for the generator's g
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 REAL = "#1b9e3e"
@@ -18,11 +20,12 @@ BACKGROUND_ALPHA = 0.6
 ARROW_FRACTION = 0.07  # the longest arrow, as a share of the picture's side
 
 
-def new_figure(width: float, height: float, dpi: int = 100):
+def new_figure(width: float, height: float, dpi: int = 100, layout: str | None = "constrained"):
+    """A figure on an Agg canvas; `layout=None` for fixed margins, which draw faster."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+    figure = Figure(figsize=(width, height), dpi=dpi, layout=layout)
     FigureCanvasAgg(figure)
     return figure
 
@@ -118,8 +121,9 @@ def draw_curves(loss_ax, divergence_ax, history: list[dict], total_steps: int,
 
 def game_frame(view, history: list[dict], total_steps: int) -> np.ndarray:
     """One frame: GAN Lab's picture on the left, the curves to this step on the right."""
-    figure = new_figure(9.6, 4.8)
-    grid = figure.add_gridspec(2, 2, width_ratios=[1.05, 1])
+    figure = new_figure(9.6, 4.8, layout=None)  # fixed margins: frames must stay cheap
+    grid = figure.add_gridspec(2, 2, width_ratios=[1.05, 1], left=0.04, right=0.98, bottom=0.17,
+                               top=0.94, wspace=0.12, hspace=0.35)
     game_ax = figure.add_subplot(grid[:, 0])
     draw_game(game_ax, view)
     game_ax.set_title(f"{view.dataset} · {view.loss} · step {view.step}", fontsize=10)
@@ -127,3 +131,21 @@ def game_frame(view, history: list[dict], total_steps: int) -> np.ndarray:
     draw_curves(figure.add_subplot(grid[0, 1]), figure.add_subplot(grid[1, 1]), history,
                 total_steps, step=view.step)
     return figure_pixels(figure)
+
+
+def write_animation(frames: list[Path], out: Path, frame_ms: int = 250) -> Path | None:
+    """An animated GIF of the PNG `frames` (same size), or None when there are none."""
+    if not frames:
+        return None
+    from PIL import Image
+
+    from models.generation import atomic_write
+    from models.generation.pictures import encode_gif
+
+    pixels = []
+    for path in frames:
+        with Image.open(path) as image:
+            pixels.append(np.asarray(image.convert("RGB")))
+    size = pixels[0].shape
+    pixels = [p for p in pixels if p.shape == size]  # a frame of another size cannot join
+    return atomic_write(out, encode_gif(np.stack(pixels), frame_ms))
