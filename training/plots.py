@@ -122,7 +122,7 @@ def draw_curves(loss_ax, divergence_ax, history: list[dict], total_steps: int,
 def game_frame(view, history: list[dict], total_steps: int) -> np.ndarray:
     """One frame: GAN Lab's picture on the left, the curves to this step on the right."""
     figure = new_figure(9.6, 4.8, layout=None)  # fixed margins: frames must stay cheap
-    grid = figure.add_gridspec(2, 2, width_ratios=[1.05, 1], left=0.04, right=0.98, bottom=0.17,
+    grid = figure.add_gridspec(2, 2, width_ratios=[1.05, 1], left=0.04, right=0.98, bottom=0.13,
                                top=0.94, wspace=0.12, hspace=0.35)
     game_ax = figure.add_subplot(grid[:, 0])
     draw_game(game_ax, view)
