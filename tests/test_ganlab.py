@@ -18,7 +18,7 @@ from models.mlp import MLPConfig, MLPDiscriminator, MLPGenerator
 from training.config import LOSSES
 from training.data import toy_modes
 from training.evaluate.toys import grid_divergences, toy_figures
-from training.ganlab import game_view, mesh_density, noise_grid
+from training.ganlab import GameFrames, game_view, mesh_density, noise_grid
 from training.loop import train
 from training.plots import draw_game, new_figure
 
@@ -71,8 +71,12 @@ def test_the_frames_go_to_tensorboard(toy_run):
 
 def test_a_resumed_toy_run_animates_the_frames_of_both_parts(tmp_path, make_tiny_config):
     first = train(make_tiny_config(tmp_path / "run", steps=10, **TOY), progress=False)
-    train(make_tiny_config(tmp_path / "run", steps=20, **TOY), resume=first, progress=False)
+    config = make_tiny_config(tmp_path / "run", steps=20, **TOY)
+    train(config, resume=first, progress=False)
     assert len(gif_frames(first / "samples" / "training.gif")) == 2
+    # the curves of a resumed run's frames start at its first step, not at the resume
+    history = GameFrames(config, first, torch.device("cpu"), resumed_step=10).history
+    assert [point["step"] for point in history] == [5, 10] and "grid_js" in history[1]
 
 
 def _pair(loss: str, nz: int = 2, pack: int = 1, seed: int = 0):

@@ -26,8 +26,6 @@ whole run as samples/training.gif.
 
 from __future__ import annotations
 
-import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +37,11 @@ from training import losses
 from training.data import load_dataset, toy_modes
 from training.evaluate.toys import TOY_EVALUATION_SAMPLES, grid_divergences, grid_edges
 
-log = logging.getLogger("dcgan.train")
 MESH_LINES = 21  # noise grid vertices per side: 20 x 20 mesh cells
 MESH_QUANTILES = (0.02, 0.98)  # the Gaussian's quantiles the noise grid spans
 SHOWN_POINTS = 300  # real and generated dots drawn per frame
 CRITIC_LOSSES = ("wgan", "wgan-gp")
+CURVE_KEYS = ("step", "d_loss", "g_loss", "grid_kl", "grid_js")  # what a frame's curves show
 GIF_NAME = "training.gif"
 GIF_FRAME_MS = 250
 
@@ -177,21 +175,15 @@ class GameFrames:
         self.history: list[dict] = self._earlier_records(resumed_step) if resumed_step else []
 
     def _earlier_records(self, upto: int) -> list[dict]:
-        """A resumed run's curves start where it stopped: the records up to its step."""
-        path, kept = self.run_dir / "metrics.jsonl", []
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                step = record.get("step", upto + 1)
-                if step > upto:
-                    continue
-                while kept and kept[-1]["step"] >= step:  # an earlier resume repeated these
-                    kept.pop()
-                kept.append(_curve_point(record))
-        return kept
+        """A resumed run's curves start where it stopped: its records up to that step."""
+        from training.report import read_log
+
+        log, points = read_log(self.run_dir / "metrics.jsonl"), {}
+        for key in CURVE_KEYS[1:]:
+            for step, value in zip(*log.series.get(key, ([], []))):
+                if step <= upto:
+                    points.setdefault(step, {"step": step})[key] = value
+        return [points[step] for step in sorted(points)]
 
     def observe(self, record: dict, gan, writer=None, frame: bool = False) -> dict:
         """Keep the record's curves; on a frame step draw and write the frame. Returns what
@@ -221,5 +213,4 @@ class GameFrames:
 
 
 def _curve_point(record: dict) -> dict:
-    return {key: record[key] for key in ("step", "d_loss", "g_loss", "grid_kl", "grid_js")
-            if key in record}
+    return {key: record[key] for key in CURVE_KEYS if key in record}
