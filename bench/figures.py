@@ -15,7 +15,7 @@ into docs/figures/:
 - report.png: the top of `dcgan report` for a short MNIST run, photographed the same way.
 
 Training runs go to a temporary folder; every file is written atomically. Under 2 MB in
-all: the pictures are cropped and palette-reduced where that keeps them legible.
+all: the screenshots are cropped to what the README shows.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ def screenshot(url: str, out: Path, width: int, height: int, profile: Path) -> N
                    check=True, capture_output=True, timeout=180)
 
 
-def save_png(source: Path, out: Path, crop_height: int | None = None, colours: int = 128) -> None:
-    """`source` cropped to its top `crop_height` pixels, palette-reduced, written to `out`."""
+def save_png(source: Path, out: Path, crop_height: int | None = None) -> None:
+    """`source` cropped to its top `crop_height` pixels, written to `out` (full colour: a
+    palette would merge the few pixels of a rare colour, a legend's marker, into others)."""
     import io
 
     from PIL import Image
@@ -74,7 +75,7 @@ def save_png(source: Path, out: Path, crop_height: int | None = None, colours: i
         if crop_height:
             image = image.crop((0, 0, image.width, min(crop_height, image.height)))
         buffer = io.BytesIO()
-        image.quantize(colors=colours, dither=Image.Dither.NONE).save(buffer, "PNG", optimize=True)
+        image.save(buffer, "PNG", optimize=True)
     atomic_write(out, buffer.getvalue())
 
 
@@ -94,7 +95,7 @@ def toy(work: Path) -> None:
     dcgan("train", "--dataset", "ring", "--steps", "2000", "--sample-every", "250", "--no-progress",
           "--run-dir", run)
     frames = sorted((run / "samples").glob("step_*.png"))
-    save_png(frames[-1], OUT / "ring_game.png", colours=192)
+    save_png(frames[-1], OUT / "ring_game.png")
     atomic_write(OUT / "ring_training.gif", (run / "samples" / "training.gif").read_bytes())
 
 
@@ -102,7 +103,6 @@ def losses(work: Path) -> None:
     print("$ python bench/toy_losses.py", flush=True)
     subprocess.run([sys.executable, str(ROOT / "bench" / "toy_losses.py"), "--out",
                     str(OUT / "toy_losses.png")], cwd=ROOT, check=True)
-    save_png(OUT / "toy_losses.png", OUT / "toy_losses.png", colours=192)
 
 
 def service(work: Path) -> None:
@@ -141,8 +141,8 @@ def service(work: Path) -> None:
 
 def report(work: Path) -> None:
     run = work / "mnist"
-    dcgan("train", "--dataset", "mnist5k", "--ngf", "32", "--ndf", "32", "--steps", "400",
-          "--sample-every", "50", "--eval-every", "200", "--eval-samples", "500", "--no-progress",
+    dcgan("train", "--dataset", "mnist5k", "--ngf", "16", "--ndf", "16", "--steps", "300",
+          "--sample-every", "50", "--eval-every", "150", "--eval-samples", "500", "--no-progress",
           "--run-dir", run)
     dcgan("report", run)
     shot = work / "report.png"

@@ -134,18 +134,25 @@ def game_frame(view, history: list[dict], total_steps: int) -> np.ndarray:
 
 
 def write_animation(frames: list[Path], out: Path, frame_ms: int = 250) -> Path | None:
-    """An animated GIF of the PNG `frames` (same size), or None when there are none."""
+    """An animated GIF of the PNG `frames` (those of the first one's size), or None when
+    there are none. Each frame gets its own octree palette: it keeps the few pixels of
+    a rare colour (a legend's marker, a curve) that a median cut merges into a common one."""
     if not frames:
         return None
+    import io
+
     from PIL import Image
 
     from models.generation import atomic_write
-    from models.generation.pictures import encode_gif
 
-    pixels = []
+    pictures = []
     for path in frames:
         with Image.open(path) as image:
-            pixels.append(np.asarray(image.convert("RGB")))
-    size = pixels[0].shape
-    pixels = [p for p in pixels if p.shape == size]  # a frame of another size cannot join
-    return atomic_write(out, encode_gif(np.stack(pixels), frame_ms))
+            pictures.append(image.convert("RGB"))
+    pictures = [p for p in pictures if p.size == pictures[0].size]
+    palettes = [p.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+                for p in pictures]
+    buffer = io.BytesIO()
+    palettes[0].save(buffer, format="GIF", save_all=True, append_images=palettes[1:],
+                     duration=frame_ms, loop=0)
+    return atomic_write(out, buffer.getvalue())
