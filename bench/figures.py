@@ -39,10 +39,12 @@ BUNDLED = ROOT / "models" / "pretrained" / "dcgan-mnist.onnx"
 PARTS = ("samples", "interpolation", "toy", "losses", "service", "report")
 
 
-def dcgan(*args: str | Path) -> None:
+def dcgan(*args: str | Path, cwd: Path = ROOT) -> None:
+    """`dcgan ARGS` in `cwd` (a scratch folder keeps a run's paths short and relative)."""
     command = [sys.executable, "-m", "training.cli", *map(str, args)]
     print("$ dcgan " + " ".join(str(a).replace(f"{ROOT}/", "") for a in args), flush=True)
-    subprocess.run(command, cwd=ROOT, check=True)
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    subprocess.run(command, cwd=cwd, check=True, env={**os.environ, "PYTHONPATH": path})
 
 
 def chromium() -> str:
@@ -140,14 +142,14 @@ def service(work: Path) -> None:
 
 
 def report(work: Path) -> None:
-    run = work / "mnist"
     dcgan("train", "--dataset", "mnist5k", "--ngf", "16", "--ndf", "16", "--steps", "300",
-          "--sample-every", "50", "--eval-every", "150", "--eval-samples", "500", "--no-progress",
-          "--run-dir", run)
-    dcgan("report", run)
+          "--log-every", "10", "--sample-every", "50", "--eval-every", "150", "--eval-samples",
+          "500", "--no-progress", "--run-dir", "runs/mnist", cwd=work)
+    dcgan("report", "runs/mnist", cwd=work)
     shot = work / "report.png"
-    screenshot((run / "report" / "index.html").as_uri(), shot, 1000, 1500, work / "chromium-report")
-    save_png(shot, OUT / "report.png", crop_height=1500)
+    screenshot((work / "runs" / "mnist" / "report" / "index.html").as_uri(), shot, 1000, 1500,
+               work / "chromium-report")
+    save_png(shot, OUT / "report.png", crop_height=1390)
 
 
 def main() -> None:

@@ -80,8 +80,8 @@ def draw(results: list[dict], out: Path, steps: int) -> None:
     from training.ganlab import GameView
     from training.plots import draw_game, figure_png, new_figure
 
-    figure = new_figure(16, 10)
-    grid = figure.add_gridspec(3, 8, height_ratios=[1.0, 0.55, 1.3])
+    figure = new_figure(16, 9)
+    grid = figure.add_gridspec(3, 8, height_ratios=[1.0, 0.5, 1.1])
     for column, toy in enumerate(TOYS):
         mine = [r for r in results if r["toy"] == toy]
         js_ax = figure.add_subplot(grid[0, 4 * column:4 * column + 4])
