@@ -8,7 +8,8 @@ through it, so the same request gives the same bytes everywhere:
     images = generator.generate(plan.latents, plan.labels)        # (N, C, H, W) in [-1, 1]
     atomic_write("grid.png", grid_png(images))                    # pictures.py, files.py
 
-`store` names the model-store entries and finds the file a spec means. Imports: numpy,
+`store` names the model-store entries, finds the file a spec means, and names what a
+service serves (`model_name`, `default_specs`). Imports: numpy,
 onnxruntime (when a generator is opened), Pillow (for GIFs only), BentoML (for store
 look-ups only), `models.latent` and `models.card`; never torch, `training` or `service`.
 """
@@ -36,21 +37,27 @@ from models.generation.plan import (
     interpolation_labels,
     plan_interpolation,
     plan_sample,
+    plan_tensors,
     sample_labels,
 )
 from models.generation.store import (
     BUNDLED,
     DEFAULT_TAG,
+    PRETRAINED,
     STORE_FILE,
+    default_specs,
+    file_digest,
+    model_name,
     resolve_model,
     store_name,
 )
 
 __all__ = [
-    "BUNDLED", "DEFAULT_TAG", "DEVICES", "GIF_FRAME_MS", "GRID_PADDING", "STORE_FILE",
-    "GenerationError", "ModelLoadError", "OnnxGenerator", "Plan", "animated_gif",
+    "BUNDLED", "DEFAULT_TAG", "DEVICES", "GIF_FRAME_MS", "GRID_PADDING", "PRETRAINED",
+    "STORE_FILE", "GenerationError", "ModelLoadError", "OnnxGenerator", "Plan", "animated_gif",
     "atomic_write", "b64", "check_format", "check_label", "check_signature", "cpu_threads",
-    "encode_gif", "encode_png", "grid_png", "interpolation_labels", "plan_interpolation",
-    "plan_sample", "png_images", "resolve_model", "sample_labels", "store_name", "strip_png",
-    "tile", "to_uint8",
+    "default_specs", "encode_gif", "encode_png", "file_digest", "grid_png",
+    "interpolation_labels", "model_name", "plan_interpolation", "plan_sample", "plan_tensors",
+    "png_images", "resolve_model", "sample_labels", "store_name", "strip_png", "tile",
+    "to_uint8",
 ]
