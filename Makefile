@@ -1,6 +1,7 @@
-# Two entry points, each installs what it needs into .venv first, from uv.lock only:
+# Entry points, each installs what it needs into .venv first, from uv.lock only:
 #   make serve   the service on the bundled generator, on http://127.0.0.1:3000
 #   make test    the default test suite
+#   make figures the README's pictures under docs/figures (bench/figures.py)
 # `make lock` re-resolves uv.lock on purpose (after editing pyproject.toml's dependencies)
 # and regenerates the Bento's requirements from it; README "Dependencies and the lock".
 PY ?= python3
@@ -14,7 +15,7 @@ UV_VERSION := 0.13.9
 GENERATED := deploy/bento/requirements.txt deploy/bento/requirements-gpu.txt deploy/training/requirements.txt
 LOCK_HINT := uv.lock is out of date with pyproject.toml: run 'make lock', then commit uv.lock and deploy/*/requirements*.txt
 
-.PHONY: serve test install-serving install-dev check-python check-lock lock lint
+.PHONY: serve test figures install-serving install-dev check-python check-lock lock lint
 
 # requires-python, read from pyproject.toml, before anything is created with this interpreter.
 define CHECK_PYTHON
@@ -58,6 +59,9 @@ serve: install-serving
 
 test: install-dev
 	$(BIN)/python -m pytest -q
+
+figures: install-dev
+	$(BIN)/python bench/figures.py
 
 lock: | $(BIN)/uv
 	$(BIN)/uv lock $(if $(UPGRADE),--upgrade)

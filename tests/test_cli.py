@@ -52,6 +52,7 @@ def trained(tmp_path_factory) -> Path:
                 "--ndf", "8", "--batch-size", "8", "--steps", "60", "--log-every", "20",
                 "--device", "cpu", "--threads", "1", "--no-progress", "--run-dir", run_dir)
     assert f"run directory: {run_dir}" in result.stdout.replace("\n", "")
+    assert f"report: dcgan report {run_dir}" in result.stdout.replace("\n", "")
     return run_dir
 
 

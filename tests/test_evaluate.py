@@ -150,7 +150,9 @@ def test_periodic_evaluator_takes_a_module_and_restores_its_mode(cache):
 def test_toy_figures_follow_the_pacgan_definitions():
     centres, std = toy_modes("ring")
     every = toy_figures(np.repeat(centres, 10, axis=0), centres, std)
-    assert every == {"modes": 8, "num_modes": 8, "high_quality": 100.0, "reverse_kl": 0.0}
+    pacgan = {key: every[key] for key in ("modes", "num_modes", "high_quality", "reverse_kl")}
+    assert pacgan == {"modes": 8, "num_modes": 8, "high_quality": 100.0, "reverse_kl": 0.0}
+    assert set(every) - set(pacgan) == {"grid_kl", "grid_js"}  # GAN Lab's, beside them
     one = toy_figures(np.repeat(centres[:1], 80, axis=0), centres, std)
     assert one["modes"] == 1 and one["reverse_kl"] == pytest.approx(math.log(8))
     near = toy_figures(centres[:2] + np.array([[2.9 * std, 0], [3.1 * std, 0]]), centres, std)

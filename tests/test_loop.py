@@ -247,7 +247,8 @@ def test_mlp_trains_on_the_ring(tmp_path, make_tiny_config):
     run_dir = train(make_tiny_config(tmp_path / "thirty", steps=30, **config), progress=False)
     resolved = json.loads((run_dir / "config.json").read_text())
     assert resolved["arch"] == "mlp" and resolved["nz"] == 2
-    assert not (run_dir / "samples").exists()  # points, not images
+    # points, not images: the samples are GAN Lab's frames of the game (tests/test_ganlab.py)
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["step_000030.png", "training.gif"]
     generator, card = load_torch_generator(run_dir, weights="raw")
     assert card.arch == "mlp" and card.output_shape == (2,) and not card.is_image
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""`dcgan`: train, export, sample, interpolate and evaluate generators.
+"""`dcgan`: train, export, sample, interpolate, evaluate generators and report on runs.
 
 Thin typer commands over one function each. Options default to None and override the
 dataclass defaults in training/config.py. Errors a user can make end in one line on
@@ -162,6 +162,7 @@ def train(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     run_dir = run_training(config, resume=resume, progress=progress)
     out.print(f"run directory: {run_dir}")
+    out.print(f"report: {shlex.join(['dcgan', 'report', str(run_dir)])}", highlight=False)
 
 
 @app.command()
@@ -275,6 +276,20 @@ def interpolate(
 
 
 app.command("evaluate")(clean_errors(evaluate_command))
+
+
+@app.command()
+@clean_errors
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory (toy or image, finished or not)."),
+    out_dir: Path | None = typer.Option(None, "--out", "-o", help="Folder for index.html and its pictures [RUN/report]."),
+) -> None:
+    """Write a training report: one HTML page with the run's curves, quality over steps,
+    samples (timeline and animation), model card and warnings, the pictures beside it."""
+    from training.report import make_report
+
+    page = make_report(run_dir, out_dir)
+    out.print(f"wrote {page}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - the console script calls `app`

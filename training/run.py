@@ -6,8 +6,9 @@ steps, and this file the bookkeeping around them: the model card, log records
 of fixed latents, periodic evaluation with best.pt, and checkpoints.
 
 Run directory: config.json (resolved options), checkpoint.pt (latest, for --resume),
-best.pt (lowest mean FD ratio of the two feature networks, when evaluating), metrics.jsonl, samples/step_XXXXXX.png,
-tensorboard/. Under torchrun only rank 0 writes.
+best.pt (lowest mean FD ratio of the two feature networks, when evaluating), metrics.jsonl, samples/step_XXXXXX.png
+(for the 2-D toys GAN Lab's view of the game, training/ganlab.py, and samples/training.gif
+at the end), tensorboard/. Under torchrun only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -152,11 +153,15 @@ class Run:
         self.fixed_latents = torch.randn(NUM_FIXED_SAMPLES, config.nz, generator=fixed).to(device)
         num_classes = self.card.num_classes
         self.fixed_labels = (torch.arange(NUM_FIXED_SAMPLES) % num_classes).to(device) if num_classes else None
-        self.writer = self.metrics_file = self.bar = self.evaluator = None
+        self.writer = self.metrics_file = self.bar = self.evaluator = self.game = None
         if self.is_main:
             # first: an evaluator that cannot be built must not leave a progress bar running
             if config.eval_every:
                 self.evaluator = evaluator if evaluator is not None else self._periodic_evaluator()
+            if dataset_info(config.dataset).kind == "points":  # GAN Lab's frames of a 2-D run
+                from training.ganlab import GameFrames
+
+                self.game = GameFrames(config, self.run_dir, device, resumed_step=step)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(self.run_dir / "config.json",
                          lambda f: f.write(json.dumps(config.to_dict(), indent=2).encode()))
@@ -180,12 +185,16 @@ class Run:
             root=config.data_root, num_samples=config.eval_samples, device=config.device)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-        if self.writer is not None:
-            self.writer.close()
-        if self.metrics_file is not None:
-            self.metrics_file.close()
+        try:
+            if self.game is not None:
+                self.game.finish()
+        finally:
+            if self.bar is not None:
+                self.bar.stop()
+            if self.writer is not None:
+                self.writer.close()
+            if self.metrics_file is not None:
+                self.metrics_file.close()
 
     def log(self, step: int, d_loss: torch.Tensor, g_loss: torch.Tensor,
             real_logits: torch.Tensor, fake_logits: torch.Tensor) -> None:
@@ -212,6 +221,8 @@ class Run:
             "elapsed_s": now - self.started,
         }
         images = self.save_samples(step) if step % config.sample_every == 0 or step == config.steps else None
+        if self.game is not None:
+            record.update(self.game.observe(record, self.gan, self.writer, frame=images is not None))
         record["warnings"] = failure_warnings(record, images, config.loss)
         for warning in record["warnings"]:
             log.warning("step %d: %s", step, warning)

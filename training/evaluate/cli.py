@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from training.evaluate.toys import PUBLISHED_GAN
+from training.evaluate.toys import GRID_CELLS, PUBLISHED_GAN
 
 
 def _number(value, digits: int = 3) -> str:
@@ -87,6 +87,8 @@ def figures_table(result: dict) -> Table:
         row("high-quality samples %", "high_quality",
             f"PacGAN paper, vanilla GAN: {published['high_quality']}" if published else "", 4)
         row("reverse KL (modes)", "reverse_kl")
+        row("KL(real || generated), grid", "grid_kl", f"GAN Lab's, {GRID_CELLS}x{GRID_CELLS} cells")
+        row("JS divergence, grid", "grid_js", "at most log 2 = 0.69")
     row("NN distance to train (RMS/pixel)", "nn_distance",
         f"{ratio('nn_ratio')} (well below 1: memorised)" if result.get("nn_ratio") is not None else "")
     row("Inception FID", "inception_fd", ratio("inception_fd_ratio"))

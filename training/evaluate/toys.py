@@ -15,13 +15,25 @@ of 25, 17.3 modes and 94.8%; with packing (PacGAN2..4) in PUBLISHED_PACGAN.
 
 `discriminator_view` measures the other half of the course's account of the game: at
 its end D says 0.5 everywhere, on real and generated points alike.
+
+Beside the PacGAN figures, GAN Lab's two (Kahng et al. 2018): the KL and JS divergences between
+the real and the generated densities on a grid of GRID_CELLS x GRID_CELLS cells over the
+toy's square (`toy_extent`). The real density's cell masses are the mixture's own,
+integrated exactly; the generated one is the histogram of the samples. Both get the same
+additive smoothing (GRID_SMOOTHING samples' worth per cell), so that a cell one side
+leaves empty costs a large but finite amount: `grid_kl` is KL(real || generated), which
+charges dropped modes, and `grid_js` the Jensen-Shannon divergence (at most log 2).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 HIGH_QUALITY_STDS = 3.0
+GRID_CELLS = 40  # cells per side of the grid the divergences (and GAN Lab's view) use
+GRID_SMOOTHING = 0.1  # additive smoothing, in samples per cell
 TOY_EVALUATION_SAMPLES = 2500  # generated points per evaluation, as in the PacGAN/VEEGAN tables
 PUBLISHED_GAN = {"ring": {"modes": 6.3, "high_quality": 98.2},
                  "grid": {"modes": 17.3, "high_quality": 94.8}}
@@ -56,7 +68,52 @@ def toy_figures(points: np.ndarray, centres: np.ndarray, std: float) -> dict:
         figures["reverse_kl"] = float(np.sum(share[kept] * np.log(share[kept] / uniform)))
     else:
         figures["reverse_kl"] = None  # no high-quality sample: undefined
+    figures.update(grid_divergences(points, centres, std))
     return figures
+
+
+def toy_extent(centres: np.ndarray) -> float:
+    """Half the side of the square, centred on 0, that the toy's pictures and grid cover:
+    half as far again as the farthest mode (ring: 3, grid: 6)."""
+    return 1.5 * float(np.abs(centres).max())
+
+
+def grid_edges(centres: np.ndarray, cells: int = GRID_CELLS) -> np.ndarray:
+    """The `cells + 1` cell edges along either axis of the toy's grid."""
+    half = toy_extent(centres)
+    return np.linspace(-half, half, cells + 1)
+
+
+def mixture_cell_masses(centres: np.ndarray, std: float, edges: np.ndarray) -> np.ndarray:
+    """(cells, cells) probability of each grid cell under the equal-weight mixture of
+    isotropic Gaussians; axis 0 is x, axis 1 is y, as in `np.histogram2d`."""
+    erf = np.vectorize(math.erf)
+    # per mode and axis, the mass of each interval: (K, cells)
+    cdf_x = 0.5 * (1 + erf((edges[None, :] - centres[:, :1]) / (std * math.sqrt(2))))
+    cdf_y = 0.5 * (1 + erf((edges[None, :] - centres[:, 1:]) / (std * math.sqrt(2))))
+    mass_x, mass_y = np.diff(cdf_x, axis=1), np.diff(cdf_y, axis=1)
+    return np.einsum("ki,kj->ij", mass_x, mass_y) / len(centres)
+
+
+def grid_divergences(points: np.ndarray, centres: np.ndarray, std: float,
+                     cells: int = GRID_CELLS, smoothing: float = GRID_SMOOTHING) -> dict:
+    """`grid_kl` = KL(real || generated) and `grid_js` between the mixture and the
+    histogram of `points` (N, 2) on the toy's grid (see the module docstring)."""
+    points = np.asarray(points, dtype=np.float64).reshape(len(points), -1)
+    edges = grid_edges(centres, cells)
+    finite = np.all(np.isfinite(points), axis=1)
+    counts, _, _ = np.histogram2d(points[finite, 0], points[finite, 1], bins=[edges, edges])
+    n = max(len(points), 1)  # points off the grid count as mass the grid does not hold
+    total = n + smoothing * cells * cells
+    generated = (counts + smoothing) / total
+    real = (n * mixture_cell_masses(centres, std, edges) + smoothing) / total
+    middle = 0.5 * (real + generated)
+
+    def kl(p, q):
+        return float(np.sum(p * np.log(p / q)))
+
+    return {"grid_kl": kl(real, generated),
+            "grid_js": 0.5 * kl(real, middle) + 0.5 * kl(generated, middle)}
 
 
 def discriminator_view(discriminator, real, fake, probabilities: bool = True) -> dict:
