@@ -7,7 +7,7 @@ through each path, and each run's steps/s (after its first logged window, which 
 the start-up) is recorded, with the data path alone (images/s through the DataLoader)
 and the one-off cost of building the cache.
 
-    python bench/bench_folder.py --images 300 --side 256 --steps 40 --repeats 2 --work /tmp/jpegs
+    python bench/bench_folder.py --images 300 --side 256 --steps 40 --repeats 2 --work bench-jpegs
 """
 
 from __future__ import annotations

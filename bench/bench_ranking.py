@@ -17,7 +17,7 @@ It prints the FD ratios, each instrument's ordering, its Kendall tau with the
 classifier's and the correlation of their logarithms, and writes them as JSON.
 
     python bench/bench_ranking.py --steps 50,150,400,800,1200 --ngf 16 --ndf 16 \
-        --work /tmp/ranking [--json out.json]
+        --work bench-ranking [--json out.json]
 """
 
 from __future__ import annotations
