@@ -107,14 +107,17 @@ class RequestGuard:
     Health, metrics, the page and /model pass untouched.
 
     `routes` maps each guarded path to its request model; `token` (None or empty: no
-    token needed) and `max_body_bytes` come from the settings; `on_reject(endpoint,
-    reason)` is told about every refusal."""
+    token needed) and `max_body_bytes` come from the settings; `uploads` maps paths that
+    take pictures to their own body limit, and there a multipart/form-data body passes
+    on unparsed (after the token and size checks) for the endpoint to read;
+    `on_reject(endpoint, reason)` is told about every refusal."""
 
     def __init__(self, app, *, routes: Mapping[str, type[BaseModel]], max_body_bytes: int,
-                 token: str | None = None,
+                 token: str | None = None, uploads: Mapping[str, int] | None = None,
                  on_reject: Callable[[str, str], None] | None = None) -> None:
         self.app = app
         self.routes = dict(routes)
+        self.uploads = dict(uploads or {})
         self.token = (token or "").encode()
         self.max_body_bytes = max_body_bytes
         self.on_reject = on_reject or (lambda endpoint, reason: None)
@@ -146,14 +149,17 @@ class RequestGuard:
             if token is None or not hmac.compare_digest(token, self.token):
                 return await refuse(401, "unauthorized", "a bearer token is required: "
                                     "send the header 'Authorization: Bearer <token>'")
-        limit = self.max_body_bytes
+        limit = self.uploads.get(path, self.max_body_bytes)
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return await refuse(413, "too_large", f"request body: at most {limit} bytes")
         content_type = headers.get(b"content-type", b"application/json").split(b";")[0]
-        if content_type.strip().lower() not in (b"application/json", b""):
+        content_type = content_type.strip().lower()
+        upload = content_type == b"multipart/form-data" and path in self.uploads
+        if content_type not in (b"application/json", b"") and not upload:
+            also = " or a multipart/form-data upload" if path in self.uploads else ""
             return await refuse(415, "unsupported_media_type",
-                                "request body: send JSON with 'Content-Type: application/json'")
+                                f"request body: send JSON with 'Content-Type: application/json'{also}")
         body = bytearray()
         while True:  # read it all (bounded), then hand BentoML the same bytes
             message = await receive()
@@ -164,6 +170,8 @@ class RequestGuard:
                 return await refuse(413, "too_large", f"request body: at most {limit} bytes")
             if not message.get("more_body", False):
                 break
+        if upload:
+            return await self.app(scope, _replay(receive, body), send)
         try:
             data = parse_json(bytes(body))
         except ValueError as exc:
@@ -183,13 +191,18 @@ class RequestGuard:
             scope = {**scope, "headers": [(k, str(len(body)).encode() if k == b"content-length" else v)
                                           for k, v in raw_headers]}
 
-        replayed = False
+        await self.app(scope, _replay(receive, body or b"{}"), send)
 
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": bytes(body or b"{}"), "more_body": False}
 
-        await self.app(scope, replay, send)
+def _replay(receive, body: bytes | bytearray):
+    """An ASGI `receive` that hands over the body read already, then the original's."""
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+    return replay

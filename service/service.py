@@ -1,8 +1,10 @@
 """The BentoML service: `bentoml serve service.service:DCGAN`.
 
 Endpoints: POST /sample and POST /interpolate (generation, behind the optional bearer
-token), GET /model (card, providers, limits), GET / (a small web page), GET /docs
-(OpenAPI UI; the document is /docs.json), and BentoML's /livez, /readyz, /metrics.
+token), POST /project, /edit, /combine and GET /directions (the latent space, handled
+in service/latent_space.py), GET /model (card, providers, limits), GET / (a small web
+page), GET /docs (OpenAPI UI; the document is /docs.json), and BentoML's /livez,
+/readyz, /metrics.
 
 Settings: the DCGAN_* environment variables, all in service/settings.py (and the
 README's table), read once when this module is imported. They shape the request models
@@ -40,7 +42,7 @@ from starlette.staticfiles import StaticFiles
 
 from models import generation as gen
 from models.generation import GenerationError, ModelLoadError, OnnxGenerator
-from service import metrics
+from service import latent_space, metrics
 from service.guard import RequestGuard, error_body
 from service.runtime import Batcher, Overloaded
 from service.schemas import (
@@ -70,6 +72,7 @@ def read_settings(environ=os.environ) -> tuple[Settings, SettingsError | None]:
 SETTINGS, SETTINGS_ERROR = read_settings()
 LIMITS = SETTINGS.limits
 SampleRequest, InterpolateRequest = request_models(LIMITS)
+ProjectRequest, EditRequest, CombineRequest = latent_space.request_models(LIMITS)
 
 
 @bentoml.service(traffic={"timeout": 60})
@@ -85,6 +88,7 @@ class DCGAN:
         self.batch_wait = settings.batch_wait
         self.inline_images = settings.inline_images  # None: by device (runtime.Batcher)
         self.generator: OnnxGenerator | None = None
+        self.latent = gen.LatentSpace()  # the generator's encoder and directions (sidecars)
         self.batcher: Batcher | None = None
         self.load_error: str | None = None
         metrics.set_ready(False)
@@ -119,6 +123,7 @@ class DCGAN:
             self.load_error = error
             return
         card = generator.card
+        self.latent = gen.open_latent_space(path, card, threads=self.ort_threads)
         metrics.set_model(card.name, generator.version, generator.provider)
         self.generator = generator
         metrics.set_ready(True)
@@ -152,7 +157,9 @@ class DCGAN:
             card = g.card
             body.update(
                 name=card.name, version=g.version, file=g.path.name, providers=g.providers,
-                card=card.to_dict(),
+                card=card.to_dict(), encoder=self.latent.encoder is not None,
+                directions=self.latent.directions.names if self.latent.directions else [],
+                sidecar_problems=self.latent.problems,
             )
             body["limits"].update(
                 max_n=LIMITS.max_images(card.output_shape), nz=card.nz,
@@ -177,6 +184,24 @@ class DCGAN:
         them. Formats: frames (base64 PNGs), png (one strip), gif, array."""
         req = InterpolateRequest.model_construct(**params)
         return await self._serve("interpolate", self._interpolate, req)
+
+    @bentoml.api(route="/edit", input_spec=EditRequest)
+    async def edit(self, **params: Any) -> Any:
+        """Move a seed or latent along a direction (`direction`, from GET /directions, or
+        `from_class` -> `to_class`), one frame per strength. Formats as /interpolate."""
+        req = EditRequest.model_construct(**params)
+        return await self._serve("edit", self._latent_handler(latent_space.edit), req)
+
+    @bentoml.api(route="/combine", input_spec=CombineRequest)
+    async def combine(self, **params: Any) -> Any:
+        """The image of a weighted sum of seeds and latents (`terms`). Formats: json
+        (base64 PNG and the latent), png, array."""
+        req = CombineRequest.model_construct(**params)
+        return await self._serve("combine", self._latent_handler(latent_space.combine), req)
+
+    def _latent_handler(self, handler):
+        """A handler of service/latent_space.py with this model's sidecars and batcher."""
+        return lambda g, req: handler(g, req, space=self.latent, generate=self.batcher.generate)
 
     async def _serve(self, endpoint: str, handler, req) -> Response:
         if self.generator is None:
@@ -277,6 +302,28 @@ async def _model(_: Request) -> Response:
     return JSONResponse(bentoml.get_current_service().info())
 
 
+async def _project(request: Request) -> Response:
+    """POST /project: JSON or a multipart upload, read here (service/latent_space.py)."""
+    service = bentoml.get_current_service()
+    try:
+        pictures = await latent_space.read_pictures(request, ProjectRequest)
+    except GenerationError as exc:
+        metrics.count_rejected("project", "invalid")
+        return JSONResponse(error_body(str(exc), exc.field), status_code=400)
+    return await service._serve("project", service._latent_handler(latent_space.project), pictures)
+
+
+async def _directions(_: Request) -> Response:
+    service = bentoml.get_current_service()
+    if service.generator is None:
+        return JSONResponse(error_body(f"not ready: {service.load_error or 'the model is still loading'}"),
+                            status_code=503)
+    try:
+        return JSONResponse(latent_space.directions_body(service.generator, service.latent))
+    except GenerationError as exc:
+        return JSONResponse(error_body(str(exc), exc.field), status_code=404)
+
+
 async def _docs(_: Request) -> Response:
     # BentoML's own Swagger UI page, moved from / (which is ours) to /docs.
     from _bentoml_impl import server
@@ -289,13 +336,18 @@ DCGAN.mount_asgi_app(
     Starlette(routes=[
         Route("/", _page),
         Route("/model", _model),
+        Route("/project", _project, methods=["POST"]),
+        Route("/directions", _directions),
         Route("/docs", _docs),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]),
     path="/",
 )
 DCGAN.add_asgi_middleware(
-    RequestGuard, routes={"/sample": SampleRequest, "/interpolate": InterpolateRequest},
+    RequestGuard, routes={"/sample": SampleRequest, "/interpolate": InterpolateRequest,
+                          "/edit": EditRequest, "/combine": CombineRequest,
+                          "/project": ProjectRequest},
+    uploads={"/project": latent_space.LATENT_LIMITS.max_upload_bytes},
     max_body_bytes=LIMITS.max_body_bytes, token=SETTINGS.api_token,
     on_reject=metrics.count_rejected,
 )
