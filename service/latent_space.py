@@ -219,7 +219,7 @@ async def combine(g: OnnxGenerator, req, *, space: LatentSpace, generate) -> tup
     terms = []
     for k, term in enumerate(req.terms):
         if (term.seed is None) == (term.latent is None):
-            raise GenerationError("terms", f"terms[{k}] needs exactly one of seed and latent")
+            raise GenerationError(f"terms[{k}]", f"terms[{k}] needs exactly one of seed and latent")
         terms.append((term.seed if term.seed is not None else term.latent, term.weight))
     plan = plan_combine(g.card, terms, truncation=req.truncation, label=req.label,
                         format=req.format)
@@ -279,7 +279,8 @@ async def _read_multipart(request: Request, model: type[BaseModel], limits: Late
         form = await request.form(max_files=limits.max_images, max_fields=8, max_part_size=1024)
     except Exception as exc:  # starlette's MultiPartException and the parser's errors
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        raise GenerationError("images", f"request body: bad multipart upload ({message})") from None
+        raise GenerationError("images", f"images: a bad multipart upload ({message}); send 1 to "
+                              f"{limits.max_images} pictures as file parts named images") from None
     try:
         images, fields = [], {}
         for name, value in form.multi_items():

@@ -27,6 +27,16 @@ def export_latent_model(path: Path) -> Path:
     torch.manual_seed(0)
     config = {"nz": NZ, "ngf": 8, "ndf": 8, "nc": 1, "image_size": 16, "num_classes": 0}
     generator, _ = build_models("dcgan", config)
+    # Batch-norm statistics of its own activations, so that its images depend on the
+    # latent (with a fresh network's unit variances they are one flat grey).
+    for module in generator.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # a plain average over the calibration batch
+    with torch.no_grad():
+        generator.train()(torch.randn(512, NZ))
+        for module in generator.modules():
+            if isinstance(module, torch.nn.ConvTranspose2d) and module.out_channels == 1:
+                module.weight.mul_(20)  # the last layer: out of tanh's flat middle
     card = ModelCard(name="tiny", arch="dcgan", model=asdict(generator.config), step=42,
                      dataset={"name": "mnist5k", "num_classes": 10})
     export_onnx(generator.eval(), card, path)

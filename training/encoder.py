@@ -101,13 +101,33 @@ def generator_from_onnx(path: str | Path) -> tuple[nn.Module, ModelCard]:
     model = onnx.load(str(path))
     card = ModelCard.from_metadata({p.key: p.value for p in model.metadata_props}, str(path))
     generator, _ = build_models(card.arch, card.model)
-    weights = {init.name: torch.from_numpy(numpy_helper.to_array(init).astype(np.float32))
-               for init in model.graph.initializer}
-    missing, unexpected = generator.load_state_dict(weights, strict=False)
+    arrays = {init.name: numpy_helper.to_array(init).astype(np.float32)
+              for init in model.graph.initializer}
+    for node in model.graph.node:  # weights the exporter turned into constants
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            arrays.setdefault(node.output[0], numpy_helper.to_array(node.attribute[0].t).astype(np.float32))
+    weights = {name: torch.from_numpy(arrays[name]) for name in generator.state_dict() if name in arrays}
+    # The exporter may share identical initializers (a fresh network's zero means and
+    # biases) under one name: read what is missing from the graph's nodes, in module order.
+    convolutions = [n.input[1] for n in model.graph.node if n.op_type == "ConvTranspose"]
+    norms = [n.input[1:5] for n in model.graph.node if n.op_type == "BatchNormalization"]
+    modules = [(name, m) for name, m in generator.named_modules()
+               if isinstance(m, (nn.ConvTranspose2d, nn.BatchNorm2d))]
+    for name, module in modules:
+        if isinstance(module, nn.ConvTranspose2d) and convolutions:
+            weights.setdefault(f"{name}.weight", torch.from_numpy(arrays.get(convolutions.pop(0), np.zeros(0))))
+        elif isinstance(module, nn.BatchNorm2d) and norms:
+            for key, source in zip(("weight", "bias", "running_mean", "running_var"), norms.pop(0)):
+                if source in arrays:
+                    weights.setdefault(f"{name}.{key}", torch.from_numpy(arrays[source]))
+    try:
+        missing, _ = generator.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:
+        raise EncoderError(f"{path}: cannot rebuild its generator in torch ({str(exc)[:160]})") from None
+    # What the file lacks keeps its initial value (a fresh network's zero means, which
+    # the exporter may leave out); the comparison with ONNX Runtime below says whether
+    # that was right.
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing:
-        raise EncoderError(f"{path}: cannot rebuild its generator in torch: no weights for "
-                           f"{', '.join(missing[:4])} (a file exported by an older version?)")
     generator.eval()
     onnx_generator = OnnxGenerator(path, device="cpu", threads=1)
     latents = np.random.default_rng(0).standard_normal((4, card.nz)).astype(np.float32)
@@ -117,7 +137,9 @@ def generator_from_onnx(path: str | Path) -> tuple[nn.Module, ModelCard]:
                          None if labels is None else torch.from_numpy(labels)).numpy()
     error = float(np.abs(mine - onnx_generator.generate(latents, labels)).max())
     if not error <= 1e-3:  # float16 files round their weights
-        raise EncoderError(f"{path}: the rebuilt torch generator differs from ONNX Runtime by {error:.2e}")
+        lacking = f" (the file has no {', '.join(missing[:3])})" if missing else ""
+        raise EncoderError(f"{path}: the rebuilt torch generator differs from ONNX Runtime by "
+                           f"{error:.2e}{lacking}")
     return generator, card
 
 
@@ -185,9 +207,11 @@ def train_encoder(generator: nn.Module, card: ModelCard, config: EncoderConfig,
     nc, size = card.output_shape[0], card.output_shape[1]
     encoder = Encoder(card.nz, nc, size, config.width)
     real = real_training_images(card)
-    classifier, accuracy = feature_network(card)
-    with torch.no_grad():
-        feature_scale = float(classifier(real[:500])[0].pow(2).mean()) or 1.0
+    classifier, accuracy, feature_scale = None, None, 1.0
+    if config.feature_weight:
+        classifier, accuracy = feature_network(card)
+        with torch.no_grad():
+            feature_scale = float(classifier(real[:500])[0].pow(2).mean()) or 1.0
     optimiser = torch.optim.Adam(encoder.parameters(), lr=config.lr, betas=(0.9, 0.99))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.steps,
                                                           eta_min=config.lr * 0.05)

@@ -58,6 +58,7 @@ def train_encoder_command(
     """Train an encoder (image -> latent) for a generator. For an ONNX file it is written
     beside it as NAME.encoder.onnx (what the service and `dcgan project` use); for a run,
     as RUN/encoder.pt, which `dcgan export` then carries beside the exported file."""
+    import logging
     from dataclasses import fields
 
     from training.encoder import (
@@ -74,6 +75,7 @@ def train_encoder_command(
                               if options.get(f.name) is not None})
     if config.steps < 1 or config.batch_size < 1:
         raise ValueError("--steps and --batch-size must be at least 1")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     generator, card, onnx_path = torch_generator(source)
     encoder, report = train_encoder(generator, card, config, progress=progress)
     losses = ", ".join(f"{k} {v:.4f}" for k, v in report["losses"].items())
@@ -113,6 +115,7 @@ def project_command(
     model: str | None = typer.Option(None, help="An ONNX file or model-store tag [what the service serves]."),
     search: int = typer.Option(0, help="Steps of the service's torch-free search after the encoder."),
     refine: int = typer.Option(0, help="Then steps of gradient descent on the latent through the torch generator."),
+    feature_weight: float = typer.Option(1.0, help="--refine: weight of the classifier-feature distance beside the pixels'."),
     fit: str = typer.Option("auto", help="auto, digit or crop (see POST /project)."),
     invert: str = typer.Option("auto", help="auto, yes or no."),
     out_dir: Path | None = typer.Option(None, "--out", "-o", help="Folder for NAME.reconstruction.png per picture."),
@@ -145,7 +148,7 @@ def project_command(
         from training.encoder import generator_from_onnx, refine_latents
 
         module, card = generator_from_onnx(generator.path)
-        latents = refine_latents(module, card, latents, targets, refine)
+        latents = refine_latents(module, card, latents, targets, refine, feature_weight=feature_weight)
     made = generator.generate(latents)
     distances = pixel_rms(made, targets)
     for image, first, last in zip(images, before, distances):

@@ -67,6 +67,9 @@ def read_image(data: bytes, card: ModelCard, *, field: str = "image",
                               f"got {len(data)}")
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)  # the header only
+    except Image.DecompressionBombError:  # Pillow's own guard, far above ours
+        raise GenerationError(field, f"{field}: at most {limits.max_pixels} pixels per image; "
+                              f"its header claims over {2 * Image.MAX_IMAGE_PIXELS}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise GenerationError(field, f"{field}: not a PNG or JPEG image") from None
     width, height = image.size

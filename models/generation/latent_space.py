@@ -184,13 +184,13 @@ def require_encoder(space: LatentSpace) -> OnnxEncoder:
     if space.encoder is None:
         why = "; ".join(p for p in space.problems if "encoder" in p) or \
             "none was trained for it (`dcgan train-encoder MODEL`)"
-        raise GenerationError("images", f"this model has no encoder to project with: {why}")
+        raise GenerationError("images", f"images: this model has no encoder to project with: {why}")
     return space.encoder
 
 
 def require_directions(space: LatentSpace) -> Directions:
     if space.directions is None:
-        raise GenerationError("direction", "this model has no directions: make them with "
+        raise GenerationError("direction", "direction: this model has no directions: make them with "
                               "`dcgan directions MODEL` (or export it again)")
     return space.directions
 
