@@ -145,7 +145,6 @@ def arithmetic(args, g, space, judge) -> dict:
 
 def speed(args, model: Path) -> dict:
     import httpx
-
     from bench_service import Server
 
     png = held_out_pngs(1)[0][0]

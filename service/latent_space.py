@@ -40,7 +40,8 @@ from models.generation.latent_space import (
     require_encoder,
 )
 from models.latent import MAX_SEED
-from service.guard import describe, error_body
+from service.guard import describe
+from service.responses import b64_pngs, labels_field, model_field
 from service.schemas import Limits
 
 SEARCH_SEED = 0  # the search is seeded: the same request, the same latents
@@ -187,9 +188,9 @@ async def project(g: OnnxGenerator, req: Pictures, *, space: LatentSpace, genera
         count += len(made)
     body = {
         "latents": latents.tolist(), "distances": pixel_rms(made, targets).tolist(),
-        "reconstructions": _pngs(made), "inputs": _pngs(targets),
+        "reconstructions": b64_pngs(made), "inputs": b64_pngs(targets),
         "search": {"steps": req.search, "distances_before": before.tolist()},
-        "shape": list(g.card.output_shape), "model": _model_field(g),
+        "shape": list(g.card.output_shape), "model": model_field(g),
     }
     return JSONResponse(body), count
 
@@ -203,15 +204,15 @@ async def edit(g: OnnxGenerator, req, *, space: LatentSpace, generate) -> tuple[
     n = len(images)
     if req.format == "array":
         return JSONResponse({"strengths": req.strengths, "shape": list(images.shape),
-                             **_labels_field(plan.labels), "latents": plan.latents.tolist(),
+                             **labels_field(plan.labels), "latents": plan.latents.tolist(),
                              "images": images.tolist()}), n
     if req.format == "png":
         return Response(gen.strip_png(images), media_type="image/png"), n
     if req.format == "gif":
         return Response(gen.animated_gif(images), media_type="image/gif"), n
-    return JSONResponse({"strengths": req.strengths, **_labels_field(plan.labels),
-                         "shape": list(g.card.output_shape), "frames": _pngs(images),
-                         "latents": plan.latents.tolist(), "model": _model_field(g)}), n
+    return JSONResponse({"strengths": req.strengths, **labels_field(plan.labels),
+                         "shape": list(g.card.output_shape), "frames": b64_pngs(images),
+                         "latents": plan.latents.tolist(), "model": model_field(g)}), n
 
 
 async def combine(g: OnnxGenerator, req, *, space: LatentSpace, generate) -> tuple[Response, int]:
@@ -231,8 +232,8 @@ async def combine(g: OnnxGenerator, req, *, space: LatentSpace, generate) -> tup
     if req.format == "png":
         return Response(png, media_type="image/png"), 1
     return JSONResponse({"image": gen.b64(png), "latent": plan.latents[0].tolist(),
-                         **_labels_field(plan.labels), "shape": list(g.card.output_shape),
-                         "model": _model_field(g)}), 1
+                         **labels_field(plan.labels), "shape": list(g.card.output_shape),
+                         "model": model_field(g)}), 1
 
 
 def directions_body(g: OnnxGenerator, space: LatentSpace) -> dict[str, Any]:
@@ -245,7 +246,7 @@ def directions_body(g: OnnxGenerator, space: LatentSpace) -> dict[str, Any]:
     return {"sefa": [{"name": name, "eigenvalue": float(value), "vector": vector.tolist()}
                      for name, value, vector in zip(d.names, d.eigenvalues, d.sefa)],
             "classes": classes, "notes": d.notes, "encoder": space.encoder is not None,
-            "model": _model_field(g)}
+            "model": model_field(g)}
 
 
 # --- reading a /project request: JSON or multipart ----------------------------------------
@@ -304,21 +305,3 @@ async def _read_multipart(request: Request, model: type[BaseModel], limits: Late
         described = describe(exc, model)
         raise GenerationError(described["detail"][0]["loc"][0], described["error"]) from None
     return Pictures(images, req.search, req.fit, req.invert)
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-def _pngs(images: np.ndarray) -> list[str]:
-    return [gen.b64(png) for png in gen.png_images(images)]
-
-
-def _labels_field(labels: np.ndarray | None) -> dict[str, Any]:
-    return {} if labels is None else {"labels": labels.tolist()}
-
-
-def _model_field(g: OnnxGenerator) -> dict[str, Any]:
-    return {"name": g.card.name, "version": g.version, "step": g.card.step}
-
-
-def refused(error: GenerationError, status: int = 400) -> JSONResponse:
-    return JSONResponse(error_body(str(error), error.field), status_code=status)

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
-import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
@@ -44,6 +43,9 @@ from models import generation as gen
 from models.generation import GenerationError, ModelLoadError, OnnxGenerator
 from service import latent_space, metrics
 from service.guard import RequestGuard, error_body
+from service.responses import b64_pngs as _pngs
+from service.responses import labels_field as _labels_field
+from service.responses import model_field as _model_field
 from service.runtime import Batcher, Overloaded
 from service.schemas import (
     InterpolateResponse,
@@ -278,18 +280,6 @@ async def _run(fn, *args, heavy: bool):
     import anyio
 
     return await anyio.to_thread.run_sync(fn, *args)
-
-
-def _pngs(images: np.ndarray) -> list[str]:
-    return [gen.b64(png) for png in gen.png_images(images)]
-
-
-def _labels_field(labels: np.ndarray | None) -> dict[str, Any]:
-    return {} if labels is None else {"labels": labels.tolist()}
-
-
-def _model_field(g: OnnxGenerator) -> dict[str, Any]:
-    return {"name": g.card.name, "version": g.version, "step": g.card.step}
 
 
 # --- web page, /model and /docs (GET routes beside BentoML's POST APIs) -----------------

@@ -10,7 +10,6 @@ import base64
 import json
 import shutil
 
-import numpy as np
 import pytest
 from latent_fixtures import digit_png, export_latent_model
 from test_service_runtime import export_tiny, serving_app

@@ -155,8 +155,8 @@ def check_projectable(card: ModelCard) -> None:
 
 def real_training_images(card: ModelCard) -> torch.Tensor:
     """The train split of the card's dataset, at the generator's size and channels."""
-    from training.evaluate.features import stack
     from training.data import load_dataset
+    from training.evaluate.features import stack
 
     size, nc = card.output_shape[1], card.output_shape[0]
     dataset = load_dataset(card.dataset.get("name", "mnist5k"), image_size=size, channels=nc,

@@ -133,7 +133,7 @@ def project_command(
     generator, space = _open(model)
     encoder = require_encoder(space)
     targets = []
-    for k, image in enumerate(images):
+    for image in images:
         try:
             targets.append(read_image(image.read_bytes(), generator.card, field=str(image),
                                       fit=fit, invert=invert))
