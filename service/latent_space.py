@@ -45,6 +45,8 @@ from service.responses import b64_pngs, labels_field, model_field
 from service.schemas import Limits
 
 SEARCH_SEED = 0  # the search is seeded: the same request, the same latents
+INLINE_BYTES = 256 * 1024  # pictures up to this much in all decode in the event loop
+INLINE_IMAGES = 4  # the encoder runs in the event loop for up to this many pictures
 
 
 @dataclass(frozen=True)
@@ -170,10 +172,15 @@ async def project(g: OnnxGenerator, req: Pictures, *, space: LatentSpace, genera
     import anyio
 
     encoder = require_encoder(space)
-    targets = np.stack([await anyio.to_thread.run_sync(functools.partial(
-        read_image, data, g.card, field=f"images[{k}]", limits=limits.image_limits,
-        fit=req.fit, invert=req.invert)) for k, data in enumerate(req.images)])
-    latents = await anyio.to_thread.run_sync(encoder.encode, targets)
+    read = functools.partial(_read_all, req, g.card, limits.image_limits)
+    # Small pictures cost less than a hop to a worker thread and back (a drawn digit
+    # is a few kB); big ones would stall the event loop while they decode.
+    if sum(len(data) for data in req.images) > INLINE_BYTES:
+        targets = await anyio.to_thread.run_sync(read)
+    else:
+        targets = read()
+    latents = encoder.encode(targets) if len(targets) <= INLINE_IMAGES else \
+        await anyio.to_thread.run_sync(encoder.encode, targets)
     made = await generate(latents, None)
     before = pixel_rms(made, targets)
     count = len(made)
@@ -193,6 +200,11 @@ async def project(g: OnnxGenerator, req: Pictures, *, space: LatentSpace, genera
         "shape": list(g.card.output_shape), "model": model_field(g),
     }
     return JSONResponse(body), count
+
+
+def _read_all(req: Pictures, card, limits: ImageLimits) -> np.ndarray:
+    return np.stack([read_image(data, card, field=f"images[{k}]", limits=limits, fit=req.fit,
+                                invert=req.invert) for k, data in enumerate(req.images)])
 
 
 async def edit(g: OnnxGenerator, req, *, space: LatentSpace, generate) -> tuple[Response, int]:
