@@ -46,6 +46,7 @@ def run_one(dataset: str, loss: str, args, out: Path) -> list[dict]:
         image_size=args.image_size, ngf=args.ngf, ndf=args.ngf, ema_decay=args.ema_decay,
         device=args.device, run_dir=str(run_dir), log_every=max(steps // 10, 1),
         sample_every=steps, checkpoint_every=steps, threads=args.threads,
+        lr_decay="none",  # constant rates, as the table was measured (toys now decay by default)
         command=" ".join(sys.argv),
     ))
     started = time.perf_counter()

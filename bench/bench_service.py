@@ -118,13 +118,16 @@ class Server:
 
 # --- load ----------------------------------------------------------------------------
 
-async def load(server: Server, path: str, body: dict, clients: int, seconds: float,
-               warmup: float) -> dict:
-    """`clients` closed-loop clients posting `body` for `seconds` (after `warmup`), and the
-    CPU time the server and this client spent per request answered in that window."""
+async def load(server: Server, path: str, body: dict | bytes, clients: int, seconds: float,
+               warmup: float, headers: dict[str, str] | None = None) -> dict:
+    """`clients` closed-loop clients posting `body` (a dict as JSON, or bytes with
+    `headers`) for `seconds` (after `warmup`), and the CPU time the server and this client
+    spent per request answered in that window."""
     import aiohttp
 
-    url, payload = server.url + path, json.dumps(body).encode()
+    url = server.url + path
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = headers or {"Content-Type": "application/json"}
     latencies: list[float] = []
     failures = done = 0
     start_at = time.perf_counter() + warmup
@@ -143,7 +146,7 @@ async def load(server: Server, path: str, body: dict, clients: int, seconds: flo
             nonlocal failures, done
             while (now := time.perf_counter()) < stop_at:
                 try:
-                    async with s.post(url, data=payload, headers={"Content-Type": "application/json"}) as r:
+                    async with s.post(url, data=payload, headers=headers) as r:
                         await r.read()
                         ok = r.status == 200
                 except aiohttp.ClientError:

@@ -3,14 +3,26 @@ bearer token, the body size, the JSON and the request model, in that order, befo
 BentoML or the generator sees the request, and answers 401/413/415/400 itself with a
 message that names the field and what it accepts (`describe`).
 
+The Open Inference Protocol's infer routes (`/v2/models/<name>[/versions/<v>]/infer`)
+get the token and the body size only: their bodies may be binary tensors, which the
+protocol's handler (service/oip.py) parses; refusals there take the protocol's form,
+`{"error": "..."}`.
+
+It also times and counts every generation request it lets through or refuses, by
+endpoint, model and status code (`on_request`), the model label coming from
+`model_label` so that only served names become label values.
+
 What it checks against (the token, the body limit, the request models with their
 limits) is given when it is built, from the settings read at start-up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import re
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,6 +31,11 @@ from pydantic import BaseModel, ValidationError
 
 def error_body(message: str, field: str | None = None) -> dict[str, Any]:
     return {"error": message, "detail": [{"loc": [field] if field else [], "msg": message}]}
+
+
+# The Open Inference Protocol's infer routes, and the model each names.
+INFER_ROUTE = re.compile(r"/v2/models/(?P<model>[^/]+)(?:/versions/[^/]+)?/infer")
+INFER_ENDPOINT = "infer"
 
 
 BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark, which RFC 8259 lets a parser ignore
@@ -106,33 +123,65 @@ class RequestGuard:
     BentoML parses the body, keeps bad input from costing work or logging tracebacks.
     Health, metrics, the page and /model pass untouched.
 
-    `routes` maps each guarded path to its request model; `token` (None or empty: no
-    token needed) and `max_body_bytes` come from the settings; `uploads` maps paths that
-    take pictures to their own body limit, and there a multipart/form-data body passes
-    on unparsed (after the token and size checks) for the endpoint to read;
-    `on_reject(endpoint, reason)` is told about every refusal."""
+    `routes` maps each guarded path to its request model (the infer routes are always
+    guarded); `token` (None or empty: no token needed) and `max_body_bytes` come from
+    the settings; `uploads` maps paths that take pictures to their own body limit, and
+    there a multipart/form-data body passes on unparsed (after the token and size
+    checks) for the endpoint to read; `on_reject(endpoint, reason, model)` is told about every refusal and
+    `on_request(endpoint, model, status, seconds)` about every request; `model_label`
+    maps the model a request names (None: none named) to its metric label."""
 
     def __init__(self, app, *, routes: Mapping[str, type[BaseModel]], max_body_bytes: int,
                  token: str | None = None, uploads: Mapping[str, int] | None = None,
-                 on_reject: Callable[[str, str], None] | None = None) -> None:
+                 on_reject: Callable[[str, str, str], None] | None = None,
+                 on_request: Callable[[str, str, int, float], None] | None = None,
+                 model_label: Callable[[str | None], str] | None = None) -> None:
         self.app = app
         self.routes = dict(routes)
         self.uploads = dict(uploads or {})
         self.token = (token or "").encode()
         self.max_body_bytes = max_body_bytes
-        self.on_reject = on_reject or (lambda endpoint, reason: None)
+        self.on_reject = on_reject or (lambda endpoint, reason, model: None)
+        self.on_request = on_request or (lambda endpoint, model, status, seconds: None)
+        self.model_label = model_label or (lambda name: "")
 
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "").rstrip("/")  # "/sample/" is redirected to "/sample"
-        model = self.routes.get(path) if scope["type"] == "http" else None
-        if model is None or scope.get("method") != "POST":
+        if scope["type"] != "http" or scope.get("method") != "POST":
             return await self.app(scope, receive, send)
-        endpoint = path.strip("/")
+        model = self.routes.get(path)
+        infer = None if model is not None else INFER_ROUTE.fullmatch(path)
+        if model is None and infer is None:
+            return await self.app(scope, receive, send)
+        endpoint = INFER_ENDPOINT if infer else path.strip("/")
+        # The model label is known from the path (infer) or once the body is parsed.
+        labelled = {"model": self.model_label(infer["model"]) if infer else ""}
+        status, start = [500], time.perf_counter()
+
+        async def recording_send(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self._guard(scope, receive, recording_send, path, endpoint, model, labelled)
+        except asyncio.CancelledError:  # BentoML's request timeout cancels the request
+            status[0] = 504
+            raise
+        finally:
+            self.on_request(endpoint, labelled["model"], status[0], time.perf_counter() - start)
+
+    async def _guard(self, scope, receive, send, path: str, endpoint: str,
+                     model: type[BaseModel] | None, labelled: dict[str, str]) -> None:
+        """Check the request for `endpoint` (request model `model`; None: an infer route,
+        token and size only), answer a refusal, or hand it on."""
         raw_headers = list(scope.get("headers") or [])
         headers = dict(raw_headers)
 
         async def refuse(status: int, reason: str, message: str, body=None) -> None:
-            self.on_reject(endpoint, reason)
+            self.on_reject(endpoint, reason, labelled["model"])
+            if model is None:  # the Open Inference Protocol's form
+                body = {"error": message}
             payload = json.dumps(body or error_body(message)).encode()
             extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
             await send({"type": "http.response.start", "status": status, "headers": [
@@ -156,7 +205,7 @@ class RequestGuard:
         content_type = headers.get(b"content-type", b"application/json").split(b";")[0]
         content_type = content_type.strip().lower()
         upload = content_type == b"multipart/form-data" and path in self.uploads
-        if content_type not in (b"application/json", b"") and not upload:
+        if model is not None and content_type not in (b"application/json", b"") and not upload:
             also = " or a multipart/form-data upload" if path in self.uploads else ""
             return await refuse(415, "unsupported_media_type",
                                 f"request body: send JSON with 'Content-Type: application/json'{also}")
@@ -170,14 +219,19 @@ class RequestGuard:
                 return await refuse(413, "too_large", f"request body: at most {limit} bytes")
             if not message.get("more_body", False):
                 break
-        if upload:
-            return await self.app(scope, _replay(receive, body), send)
+        if model is None:  # an infer route: its handler parses the (maybe binary) body
+            return await self.app(scope, _replay(body, receive), send)
+        if upload:  # a picture upload: the endpoint reads the form (and its model)
+            labelled["model"] = self.model_label(_form_model(body))
+            return await self.app(scope, _replay(body, receive), send)
         try:
             data = parse_json(bytes(body))
         except ValueError as exc:
             return await refuse(400, "malformed_json", str(exc))
         if not isinstance(data, dict):
             return await refuse(400, "malformed_json", "request body: a JSON object is expected")
+        named = data.get("model")
+        labelled["model"] = self.model_label(named if isinstance(named, str) else None)
         try:
             model.model_validate(data)
         except ValidationError as exc:
@@ -191,11 +245,22 @@ class RequestGuard:
             scope = {**scope, "headers": [(k, str(len(body)).encode() if k == b"content-length" else v)
                                           for k, v in raw_headers]}
 
-        await self.app(scope, _replay(receive, body or b"{}"), send)
+        await self.app(scope, _replay(body or b"{}", receive), send)
 
 
-def _replay(receive, body: bytes | bytearray):
-    """An ASGI `receive` that hands over the body read already, then the original's."""
+# The `model` field of a multipart upload, for the metric label only (the endpoint reads
+# the form itself).
+FORM_MODEL = re.compile(rb'content-disposition:[ \t]*form-data;[ \t]*name="model"\r\n'
+                        rb'(?:[^\r\n]*\r\n)*?\r\n([^\r\n]{1,128})\r\n', re.IGNORECASE)
+
+
+def _form_model(body: bytes | bytearray) -> str | None:
+    found = FORM_MODEL.search(body)
+    return found.group(1).decode("utf-8", "replace") if found else None
+
+
+def _replay(body: bytes | bytearray, receive):
+    """An ASGI `receive` that gives `body` (already read) once, then defers to `receive`."""
     replayed = False
 
     async def replay():

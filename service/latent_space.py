@@ -1,10 +1,12 @@
 """The latent-space endpoints: the way back (POST /project) and the way across
 (GET /directions, POST /edit, POST /combine).
 
-Each handler takes the generator, the request and what it needs from the service
-(`space`: the generator's encoder and directions, models.generation.LatentSpace;
-`generate`: the batcher's `generate`), and returns (response, images made), the shape
-`DCGAN._serve` expects, so it moves unchanged to a service of many models. The work
+Each handler takes the served model (service/registry.py's `Served`: its card, name
+and version; a bare generator works too), the request and what it needs from the
+service (`space`: that model's encoder and directions, models.generation.LatentSpace,
+opened when the model loads; `generate`: its batcher's `generate`), and returns
+(response, images made), the shape `DCGAN._serve` expects. Every request may name its
+`model` (absent: the default); /project's multipart upload names it as a form field. The work
 itself (decoding pictures, plans, the search) is the generation layer's, shared with
 the CLI's `dcgan project`, `edit` and `combine`.
 
@@ -42,7 +44,8 @@ from models.generation.latent_space import (
 from models.latent import MAX_SEED
 from service.guard import describe
 from service.responses import b64_pngs, labels_field, model_field
-from service.schemas import Limits
+from service.schemas import MODEL_RULE, Limits, ModelName
+from service.schemas import model_field as model_name_field
 
 SEARCH_SEED = 0  # the search is seeded: the same request, the same latents
 INLINE_BYTES = 256 * 1024  # pictures up to this much in all decode in the event loop
@@ -82,7 +85,7 @@ def request_models(limits: Limits, latent_limits: LatentLimits = LATENT_LIMITS):
                   f"nz numbers, each from {-bound:g} to {bound:g})")
     weight_rule = f"a number from {-latent_limits.max_weight:g} to {latent_limits.max_weight:g}"
     common = {"truncation": f"a number from {limits.min_truncation} to {limits.max_truncation}",
-              "label": "an integer from 0 to the model's num_classes - 1"}
+              "label": "an integer from 0 to the model's num_classes - 1", "model": MODEL_RULE}
     encoded_chars = 4 * -(-latent_limits.max_image_bytes // 3)
 
     class ProjectRequest(BaseModel):
@@ -94,6 +97,7 @@ def request_models(limits: Limits, latent_limits: LatentLimits = LATENT_LIMITS):
             "search": f"an integer from 0 to {latent_limits.max_search}",
             "fit": f"one of {', '.join(FITS)}",
             "invert": f"one of {', '.join(INVERTS)}",
+            "model": MODEL_RULE,
         }
         images: list[Annotated[str, Field(min_length=1, max_length=encoded_chars)]] = Field(
             min_length=1, max_length=latent_limits.max_images,
@@ -107,6 +111,7 @@ def request_models(limits: Limits, latent_limits: LatentLimits = LATENT_LIMITS):
                                 "the shorter side and centre-crop; auto: digit for MNIST models.")
         invert: Literal["auto", "yes", "no"] = Field(
             "auto", description="auto: invert a light-ground picture for a dark-ground dataset.")
+        model: ModelName = model_name_field()
 
     class EditRequest(BaseModel):
         model_config = ConfigDict(extra="forbid", json_schema_extra={
@@ -130,6 +135,7 @@ def request_models(limits: Limits, latent_limits: LatentLimits = LATENT_LIMITS):
         truncation: Truncation | None = None
         label: Label | None = None
         format: Literal["frames", "png", "gif", "array"] = "frames"
+        model: ModelName = model_name_field()
 
     class Term(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -150,6 +156,7 @@ def request_models(limits: Limits, latent_limits: LatentLimits = LATENT_LIMITS):
         truncation: Truncation | None = None
         label: Label | None = None
         format: Literal["json", "png", "array"] = "json"
+        model: ModelName = model_name_field()
 
     return ProjectRequest, EditRequest, CombineRequest
 
@@ -164,6 +171,7 @@ class Pictures:
     search: int = 0
     fit: str = "auto"
     invert: str = "auto"
+    model: str | None = None  # the served model's name; None: the default
 
 
 async def project(g: OnnxGenerator, req: Pictures, *, space: LatentSpace, generate,
@@ -282,7 +290,7 @@ async def read_pictures(request: Request, model: type[BaseModel],
             images.append(base64.b64decode(text, validate=True))
         except (binascii.Error, ValueError):
             raise GenerationError(f"images[{k}]", f"images[{k}]: not base64") from None
-    return Pictures(images, req.search, req.fit, req.invert)
+    return Pictures(images, req.search, req.fit, req.invert, req.model)
 
 
 async def _read_multipart(request: Request, model: type[BaseModel], limits: LatentLimits) -> Pictures:
@@ -316,4 +324,4 @@ async def _read_multipart(request: Request, model: type[BaseModel], limits: Late
     except ValidationError as exc:
         described = describe(exc, model)
         raise GenerationError(described["detail"][0]["loc"][0], described["error"]) from None
-    return Pictures(images, req.search, req.fit, req.invert)
+    return Pictures(images, req.search, req.fit, req.invert, req.model)

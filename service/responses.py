@@ -19,5 +19,8 @@ def labels_field(labels: np.ndarray | None) -> dict[str, Any]:
     return {} if labels is None else {"labels": labels.tolist()}
 
 
-def model_field(g: OnnxGenerator) -> dict[str, Any]:
-    return {"name": g.card.name, "version": g.version, "step": g.card.step}
+def model_field(served: Any) -> dict[str, Any]:
+    """The `model` of an answer: the name a model is served under (a served model,
+    service/registry.py; a bare generator: its card's name), version and step."""
+    name = served.card.name if isinstance(served, OnnxGenerator) else served.name
+    return {"name": name, "version": served.version, "step": served.card.step}

@@ -17,7 +17,9 @@ nothing to merge with and goes straight to ONNX Runtime: through the dispatcher 
 would only pay for the dispatcher polling its queue every millisecond while a batch is
 in flight, which on a small CPU slows ONNX Runtime's own threads (measured: n=64
 requests at 4 clients, 15% fewer requests/s than without batching). Either way, one
-ONNX Runtime call runs at a time per worker.
+ONNX Runtime call runs at a time per worker, whatever the model: each model has its own
+Batcher (batches never mix models), and the Batchers of one worker share one `CallGate`,
+since each session's call already takes every core.
 """
 
 from __future__ import annotations
@@ -34,6 +36,21 @@ class Overloaded(RuntimeError):
     """A request waited in the batching queue longer than the latency limit."""
 
 
+class CallGate:
+    """One ONNX Runtime call at a time, shared by the Batchers of one worker (the
+    limiter is made lazily: it needs the running event loop)."""
+
+    def __init__(self) -> None:
+        self._limiter = None
+
+    def limiter(self):
+        import anyio
+
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(1)
+        return self._limiter
+
+
 class Batcher:
     """Concurrent `generate` calls of one worker -> as few ONNX Runtime calls as possible.
 
@@ -41,7 +58,8 @@ class Batcher:
     batch as soon as the generator is free (see _queue_only_optimizer), "adaptive" keeps
     BentoML's own waiting rule. Disabled: one call per request, still one at a time per
     worker, as BentoML runs a non-batchable sync API.
-    `on_call(seconds, images, requests)` is told about every ONNX Runtime call.
+    `on_call(seconds, images, requests)` is told about every ONNX Runtime call; `gate`
+    is shared with the other models' Batchers of the worker.
     Merged batches of at most `inline_images` images run in the event loop's own thread
     (default: all of them on CPU, none on a GPU). On CPU, ONNX Runtime's call takes every
     core anyway (the calling thread is one of its intra-op threads), and a hop to a worker
@@ -62,6 +80,7 @@ class Batcher:
         on_call: Callable[[float, int, int], None],
         wait: str = "queue",
         inline_images: int | None = None,
+        gate: CallGate | None = None,
     ) -> None:
         if wait not in ("queue", "adaptive"):
             raise ModelLoadError(f"DCGAN_BATCH_WAIT must be queue or adaptive, got {wait!r}")
@@ -73,7 +92,7 @@ class Batcher:
             inline_images = 0 if on_gpu else max_batch_size
         self.inline_images = inline_images
         self._on_call = on_call
-        self._limiter = None
+        self._gate = gate or CallGate()
         self._dispatcher = None
         self._dispatch = None
         if enabled:
@@ -123,13 +142,8 @@ class Batcher:
         return np.split(images, bounds)
 
     def _one_call(self):
-        """One ONNX Runtime call at a time per worker (created lazily: it needs the
-        running event loop)."""
-        import anyio
-
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(1)
-        return self._limiter
+        """One ONNX Runtime call at a time per worker (see CallGate)."""
+        return self._gate.limiter()
 
     def _infer(self, latents: np.ndarray, labels: np.ndarray | None, requests: int) -> np.ndarray:
         start = time.perf_counter()
@@ -140,6 +154,15 @@ class Batcher:
     def shutdown(self) -> None:
         if self._dispatcher is not None:
             self._dispatcher.shutdown()
+
+
+async def offload(fn, *args, heavy: bool):
+    """Call `fn` in a worker thread when it is heavy enough to stall the event loop."""
+    if not heavy:
+        return fn(*args)
+    import anyio
+
+    return await anyio.to_thread.run_sync(fn, *args)
 
 
 def _overloaded():

@@ -45,6 +45,15 @@ class Limits:
 
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED, strict=True)]
 _SEED_RULE = f"an integer from 0 to {MAX_SEED}"
+# Every generation request may name its model; a request model for a new endpoint adds
+# `model: ModelName = model_field()` and `"model": MODEL_RULE` to its RULES.
+MODEL_RULE = "the name of a served model (GET /models lists them)"
+ModelName = Annotated[str, Field(min_length=1, max_length=128, strict=True)] | None
+
+
+def model_field() -> Any:
+    return Field(None, description="The generator to use (GET /models lists them). "
+                                   "Absent: the default model, the first configured.")
 
 
 def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
@@ -64,6 +73,7 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
     vector_rule = (f"a seed ({_SEED_RULE}) or a latent vector (a list of up to "
                    f"{limits.max_latent_length} numbers, each from {-bound:g} to {bound:g})")
     common_rules = {
+        "model": MODEL_RULE,
         "seed": _SEED_RULE,
         "truncation": f"a number from {limits.min_truncation} to {limits.max_truncation}",
         "label": "an integer from 0 to the model's num_classes - 1",
@@ -91,6 +101,7 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
                                 "array: the generator's float outputs in [-1, 1].")
         columns: Annotated[int, Field(ge=1, le=limits.max_n, strict=True)] | None = Field(
             None, description="Tiles per row of the png grid (default: square).")
+        model: ModelName = model_field()
 
     class InterpolateRequest(BaseModel):
         model_config = ConfigDict(
@@ -118,6 +129,7 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
         format: Literal["frames", "png", "gif", "array"] = Field(
             "frames", description="frames: base64 PNGs; png: one strip; gif: an animation; "
                                   "array: float outputs and the latent path.")
+        model: ModelName = model_field()
 
     return SampleRequest, InterpolateRequest
 

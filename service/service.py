@@ -1,26 +1,39 @@
 """The BentoML service: `bentoml serve service.service:DCGAN`.
 
 Endpoints: POST /sample and POST /interpolate (generation, behind the optional bearer
-token), POST /project, /edit, /combine and GET /directions (the latent space, handled
-in service/latent_space.py), GET /model (card, providers, limits), GET / (a small web
-page), GET /docs (OpenAPI UI; the document is /docs.json), and BentoML's /livez,
-/readyz, /metrics.
+token; each may name its `model`), POST /project, /edit, /combine and GET
+/directions[?model=] (the latent space, each model's own sidecars, handled in
+service/latent_space.py), GET /models (every generator served: name, version, digest,
+shape, classes, card summary, readiness), GET /model[?name=] (one model's card,
+providers, limits, encoder and directions), GET / (a small web page), GET /docs
+(OpenAPI UI; the document is /docs.json), the Open Inference Protocol under /v2
+(service/oip.py), and BentoML's /livez, /readyz, /metrics.
 
 Settings: the DCGAN_* environment variables, all in service/settings.py (and the
 README's table), read once when this module is imported. They shape the request models
 (limits, hence the OpenAPI document) and the guard (token, body size) here, and each
-service instance (model, device, threads, batching).
+service instance (models, device, threads, batching).
 
-Opening the generator, turning a request into latents and labels (the label rule and
-the checks that depend on the model) and encoding PNGs and GIFs are the generation
-layer's (models.generation), shared with the CLI, so `dcgan sample` and POST /sample
-give the same bytes; its GenerationError becomes a 400 naming the field.
+Many generators: the registry (service/registry.py) holds every configured model by
+name, each loading in its own background thread with its own batcher. Every endpoint
+goes through `_serve`, which routes the request's `model` (absent: the default, the
+first configured) to a ready model, or answers 404 listing the served names, or 503
+naming the model and why it is not ready, while the other models serve. /readyz turns
+200 only when every model is loaded and warmed up in every worker (readiness.py). A
+model that cannot load leaves one ERROR line in the log; bad settings leave one ERROR
+line per bad variable, naming it and what it accepts; either way the server stays
+alive, not ready, with the reason in /model and /models (no restart loop).
 
-The model loads in a background thread, so /livez answers at once and /readyz turns
-200 only when the generator is loaded and warmed up; a model that cannot load leaves
-one ERROR line in the log and the server alive but not ready (no restart loop). Bad
-settings do the same: one ERROR line per bad variable, naming it and what it accepts,
-and the server alive but not ready with that reason (the schemas use the defaults).
+Opening a generator, turning a request into latents and labels (the label rule and the
+checks that depend on the model) and encoding PNGs and GIFs are the generation layer's
+(models.generation), shared with the CLI, so `dcgan sample` and POST /sample give the
+same bytes; its GenerationError becomes a 400 naming the field.
+
+Adding an endpoint that takes `model`: a request model with the `model` field
+(schemas.ModelName, schemas.MODEL_RULE), an `@bentoml.api` method that calls
+`self._serve("<endpoint>", self._<handler>, req)`, a handler `(served, req) ->
+(response, images)` using `served.card` and `served.batcher`, and the route in the
+guard's `routes` below.
 """
 
 from __future__ import annotations
@@ -28,7 +41,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +52,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from models import generation as gen
-from models.generation import GenerationError, ModelLoadError, OnnxGenerator
-from service import latent_space, metrics
+from models.generation import GenerationError
+from service import latent_space, metrics, oip
 from service.guard import RequestGuard, error_body
+from service.readiness import WorkerReadiness, worker_count
+from service.registry import Registry, Served, ServeError, known_names
 from service.responses import b64_pngs as _pngs
 from service.responses import labels_field as _labels_field
 from service.responses import model_field as _model_field
-from service.runtime import Batcher, Overloaded
+from service.runtime import Overloaded, offload
 from service.schemas import (
     InterpolateResponse,
     SampleResponse,
@@ -80,89 +94,52 @@ ProjectRequest, EditRequest, CombineRequest = latent_space.request_models(LIMITS
 @bentoml.service(traffic={"timeout": 60})
 class DCGAN:
     def __init__(self) -> None:
-        settings = self.settings = SETTINGS
-        self.model_spec = settings.model
-        self.device = settings.device
-        self.ort_threads = settings.ort_threads  # None: the CPUs available (models.generation.cpu_threads)
-        self.batching = settings.batching
-        self.max_batch_size = settings.max_batch_size
-        self.max_latency_ms = settings.max_latency_ms
-        self.batch_wait = settings.batch_wait
-        self.inline_images = settings.inline_images  # None: by device (runtime.Batcher)
-        self.generator: OnnxGenerator | None = None
-        self.latent = gen.LatentSpace()  # the generator's encoder and directions (sidecars)
-        self.batcher: Batcher | None = None
-        self.load_error: str | None = None
-        metrics.set_ready(False)
+        self.settings = SETTINGS
+        self.limits = LIMITS
+        from bentoml._internal.context import server_context
+
+        error = None
         if SETTINGS_ERROR is not None:  # not ready, with the reason; nothing to load
             for line in SETTINGS_ERROR.problems:
                 logger.error("bad setting %s", line)
-            self.load_error = f"bad settings: {SETTINGS_ERROR}"
-            return
-        threading.Thread(target=self._load, name="dcgan-load", daemon=True).start()
-
-    # --- life cycle ----------------------------------------------------------------
-    def _load(self) -> None:
-        service_name = type(self).__name__
-        try:
-            path, version = gen.resolve_model(self.model_spec)
-            generator = OnnxGenerator(path, device=self.device, threads=self.ort_threads,
-                                      version=version)
-            # On a GPU every batch size the batcher can form gets its kernels now (the
-            # first call of a size costs more there); on the CPU the extremes suffice.
-            on_gpu = generator.provider == "CUDAExecutionProvider"
-            generator.warm_up(range(1, self.max_batch_size + 1) if on_gpu
-                              else sorted({1, self.max_batch_size}))
-            self.batcher = Batcher(
-                generator, enabled=self.batching, max_batch_size=self.max_batch_size,
-                max_latency_ms=self.max_latency_ms, wait=self.batch_wait,
-                inline_images=self.inline_images,
-                on_call=lambda s, n, r: metrics.observe_inference(s, n, r, service_name),
-            )
-        except Exception as exc:  # whatever it is: one line, not a traceback loop
-            error = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
-            logger.error("cannot serve a generator: %s", error)
-            self.load_error = error
-            return
-        card = generator.card
-        self.latent = gen.open_latent_space(path, card, threads=self.ort_threads)
-        metrics.set_model(card.name, generator.version, generator.provider)
-        self.generator = generator
-        metrics.set_ready(True)
-        logger.info(
-            "serving %s (version %s, step %d, %s) from %s with providers %s; batching %s",
-            card.name, generator.version, card.step, "x".join(map(str, card.output_shape)),
-            generator.path.name, ",".join(generator.providers),
-            f"on (up to {self.max_batch_size} images per call)" if self.batching else "off",
-        )
+            error = f"bad settings: {SETTINGS_ERROR}"
+        readiness = WorkerReadiness(worker_count(DCGAN), server_context.worker_index)
+        self.registry = Registry(SETTINGS, error=error, service_name=type(self).__name__,
+                                 readiness=readiness)
+        self.registry.start()
 
     def __is_ready__(self) -> bool:
-        return self.generator is not None
+        """Every configured model loaded and warmed up, in every worker (readiness.py)."""
+        return self.registry.all_ready()
 
     @bentoml.on_shutdown
-    def _stop_batcher(self) -> None:
-        if self.batcher is not None:
-            self.batcher.shutdown()
+    def _stop_batchers(self) -> None:
+        self.registry.shutdown()
 
-    def info(self) -> dict[str, Any]:
-        """What GET /model answers."""
-        g = self.generator
+    def info(self, name: str | None = None) -> dict[str, Any]:
+        """What GET /model answers: one model (None: the default) with the service's
+        batching, limits and token settings. Raises UnknownModel."""
+        s, registry = self.settings, self.registry
         body: dict[str, Any] = {
-            "ready": g is not None, "error": self.load_error,
-            "auth_required": bool(self.settings.api_token),
-            "batching": {"enabled": self.batching, "max_batch_size": self.max_batch_size,
-                         "max_latency_ms": self.max_latency_ms, "wait": self.batch_wait,
-                         "inline_images": self.batcher.inline_images if self.batcher else None},
+            "ready": False, "error": registry.error,
+            "auth_required": bool(s.api_token),
+            "batching": {"enabled": s.batching, "max_batch_size": s.max_batch_size,
+                         "max_latency_ms": s.max_latency_ms, "wait": s.batch_wait,
+                         "inline_images": None},
             "limits": LIMITS.to_dict(),
         }
-        if g is not None:
-            card = g.card
-            body.update(
-                name=card.name, version=g.version, file=g.path.name, providers=g.providers,
-                card=card.to_dict(), encoder=self.latent.encoder is not None,
-                directions=self.latent.directions.names if self.latent.directions else [],
-                sidecar_problems=self.latent.problems,
-            )
+        if registry.error:
+            return body
+        served = registry.get(name)
+        body.update(name=served.name, ready=served.name in registry.ready_everywhere(),
+                    error=served.error, version=served.version, digest=served.digest)
+        if (g := served.generator) is not None:
+            card, space = g.card, served.latent
+            body["batching"]["inline_images"] = served.batcher.inline_images
+            body.update(file=g.path.name, providers=g.providers, card=card.to_dict(),
+                        encoder=space.encoder is not None,
+                        directions=space.directions.names if space.directions else [],
+                        sidecar_problems=space.problems)
             body["limits"].update(
                 max_n=LIMITS.max_images(card.output_shape), nz=card.nz,
                 num_classes=card.num_classes,
@@ -192,45 +169,57 @@ class DCGAN:
         """Move a seed or latent along a direction (`direction`, from GET /directions, or
         `from_class` -> `to_class`), one frame per strength. Formats as /interpolate."""
         req = EditRequest.model_construct(**params)
-        return await self._serve("edit", self._latent_handler(latent_space.edit), req)
+        return await self._serve("edit", self._edit, req)
 
     @bentoml.api(route="/combine", input_spec=CombineRequest)
     async def combine(self, **params: Any) -> Any:
         """The image of a weighted sum of seeds and latents (`terms`). Formats: json
         (base64 PNG and the latent), png, array."""
         req = CombineRequest.model_construct(**params)
-        return await self._serve("combine", self._latent_handler(latent_space.combine), req)
+        return await self._serve("combine", self._combine, req)
 
-    def _latent_handler(self, handler):
-        """A handler of service/latent_space.py with this model's sidecars and batcher."""
-        return lambda g, req: handler(g, req, space=self.latent, generate=self.batcher.generate)
+    async def _project(self, served: Served, req: latent_space.Pictures) -> tuple[Response, int]:
+        return await latent_space.project(served, req, space=served.latent,
+                                          generate=served.batcher.generate)
+
+    async def _edit(self, served: Served, req) -> tuple[Response, int]:
+        return await latent_space.edit(served, req, space=served.latent,
+                                       generate=served.batcher.generate)
+
+    async def _combine(self, served: Served, req) -> tuple[Response, int]:
+        return await latent_space.combine(served, req, space=served.latent,
+                                          generate=served.batcher.generate)
 
     async def _serve(self, endpoint: str, handler, req) -> Response:
-        if self.generator is None:
-            metrics.count_rejected(endpoint, "not_ready")
-            reason = self.load_error or "the model is still loading"
-            return JSONResponse(error_body(f"not ready: {reason}"), status_code=503)
+        """Route `req` to the model it names (`req.model`; None: the default) and run
+        `handler(served, req) -> (response, images)` on it; every refusal is a 4xx/503
+        naming the field. A new endpoint that takes `model` is one more such handler."""
+        label = self.registry.label(req.model)
         try:
-            response, count = await handler(self.generator, req)
+            served = self.registry.serving(req.model)
+            response, count = await handler(served, req)
+        except ServeError as exc:
+            metrics.count_rejected(endpoint, "unknown_model" if exc.status == 404 else "not_ready", label)
+            return JSONResponse(error_body(str(exc), exc.field), status_code=exc.status)
         except GenerationError as exc:
-            metrics.count_rejected(endpoint, "invalid")
+            metrics.count_rejected(endpoint, "invalid", label)
             return JSONResponse(error_body(str(exc), exc.field), status_code=400)
         except Overloaded as exc:
-            metrics.count_rejected(endpoint, "overloaded")
+            metrics.count_rejected(endpoint, "overloaded", label)
             return JSONResponse(error_body(str(exc)), status_code=503, headers={"Retry-After": "1"})
-        metrics.count_images(endpoint, count)
+        metrics.count_images(endpoint, count, served.name)
         return response
 
-    async def _sample(self, g: OnnxGenerator, req: SampleRequest) -> tuple[Response, int]:
-        card = g.card
+    async def _sample(self, served: Served, req: SampleRequest) -> tuple[Response, int]:
+        card = served.card
         n = req.n
         if n > (most := LIMITS.max_images(card.output_shape)):
             raise GenerationError("n", f"n must be an integer from 1 to {most} for this model, got {n}")
         plan = functools.partial(gen.plan_sample, card, seed=req.seed, n=n,
                                  truncation=req.truncation, label=req.label, format=req.format)
-        latents, labels, seeds = await _run(plan, heavy=req.truncation is not None or n > 8)
+        latents, labels, seeds = await offload(plan, heavy=req.truncation is not None or n > 8)
         seed = seeds[0]
-        images = await self.batcher.generate(latents, labels)
+        images = await served.batcher.generate(latents, labels)
         headers = {"X-Seed": str(seed), "X-Count": str(n)}
         if req.format == "array":
             body = {"seed": seed, "seeds": seeds, **_labels_field(labels),
@@ -238,21 +227,21 @@ class DCGAN:
             return JSONResponse(body, headers=headers), n
         heavy = images.size > INLINE_VALUES
         if req.format == "png":
-            png = await _run(gen.grid_png, images, req.columns, heavy=heavy)
+            png = await offload(gen.grid_png, images, req.columns, heavy=heavy)
             return Response(png, media_type="image/png", headers=headers), n
-        pngs = await _run(_pngs, images, heavy=heavy)
+        pngs = await offload(_pngs, images, heavy=heavy)
         body = {"seed": seed, "seeds": seeds, **_labels_field(labels),
-                "shape": list(card.output_shape), "images": pngs, "model": _model_field(g)}
+                "shape": list(card.output_shape), "images": pngs, "model": _model_field(served)}
         return JSONResponse(body, headers=headers), n
 
-    async def _interpolate(self, g: OnnxGenerator, req: InterpolateRequest) -> tuple[Response, int]:
-        card = g.card
+    async def _interpolate(self, served: Served, req: InterpolateRequest) -> tuple[Response, int]:
+        card = served.card
         if req.steps > (most := LIMITS.max_images(card.output_shape)):
             raise GenerationError("steps", f"steps must be an integer from 2 to {most} for this model")
         path, labels, _ = gen.plan_interpolation(
             card, req.start, req.end, steps=req.steps, method=req.method,
             truncation=req.truncation, label=req.label, format=req.format)
-        images = await self.batcher.generate(path, labels)
+        images = await served.batcher.generate(path, labels)
         n = req.steps
         heavy = images.size > INLINE_VALUES
         if req.format == "array":
@@ -260,26 +249,15 @@ class DCGAN:
                     "shape": list(images.shape), "latents": path.tolist(), "images": images.tolist()}
             return JSONResponse(body), n
         if req.format == "png":
-            png = await _run(gen.strip_png, images, heavy=heavy)
+            png = await offload(gen.strip_png, images, heavy=heavy)
             return Response(png, media_type="image/png"), n
         if req.format == "gif":
-            gif = await _run(gen.animated_gif, images, heavy=True)
+            gif = await offload(gen.animated_gif, images, heavy=True)
             return Response(gif, media_type="image/gif"), n
-        pngs = await _run(_pngs, images, heavy=heavy)
+        pngs = await offload(_pngs, images, heavy=heavy)
         body = {"steps": n, "method": req.method, **_labels_field(labels),
-                "shape": list(card.output_shape), "frames": pngs, "model": _model_field(g)}
+                "shape": list(card.output_shape), "frames": pngs, "model": _model_field(served)}
         return JSONResponse(body), n
-
-
-# --- helpers ---------------------------------------------------------------------------
-
-async def _run(fn, *args, heavy: bool):
-    """Call `fn` in a worker thread when it is heavy enough to stall the event loop."""
-    if not heavy:
-        return fn(*args)
-    import anyio
-
-    return await anyio.to_thread.run_sync(fn, *args)
 
 
 # --- web page, /model and /docs (GET routes beside BentoML's POST APIs) -----------------
@@ -288,8 +266,11 @@ async def _page(_: Request) -> Response:
     return FileResponse(STATIC / "index.html")
 
 
-async def _model(_: Request) -> Response:
-    return JSONResponse(bentoml.get_current_service().info())
+async def _model(request: Request) -> Response:
+    try:
+        return JSONResponse(bentoml.get_current_service().info(request.query_params.get("name")))
+    except ServeError as exc:
+        return JSONResponse(error_body(str(exc), exc.field), status_code=exc.status)
 
 
 async def _project(request: Request) -> Response:
@@ -298,20 +279,33 @@ async def _project(request: Request) -> Response:
     try:
         pictures = await latent_space.read_pictures(request, ProjectRequest)
     except GenerationError as exc:
-        metrics.count_rejected("project", "invalid")
+        metrics.count_rejected("project", "invalid", "")
         return JSONResponse(error_body(str(exc), exc.field), status_code=400)
-    return await service._serve("project", service._latent_handler(latent_space.project), pictures)
+    return await service._serve("project", service._project, pictures)
 
 
-async def _directions(_: Request) -> Response:
-    service = bentoml.get_current_service()
-    if service.generator is None:
-        return JSONResponse(error_body(f"not ready: {service.load_error or 'the model is still loading'}"),
-                            status_code=503)
+async def _directions(request: Request) -> Response:
+    """GET /directions[?model=|?name=]: one model's edit directions (absent: the default)."""
+    registry = bentoml.get_current_service().registry
+    name = request.query_params.get("model") or request.query_params.get("name")
     try:
-        return JSONResponse(latent_space.directions_body(service.generator, service.latent))
+        served = registry.serving(name)
+        return JSONResponse(latent_space.directions_body(served, served.latent))
+    except ServeError as exc:
+        return JSONResponse(error_body(str(exc), exc.field), status_code=exc.status)
     except GenerationError as exc:
         return JSONResponse(error_body(str(exc), exc.field), status_code=404)
+
+
+async def _models(_: Request) -> Response:
+    return JSONResponse(bentoml.get_current_service().registry.listing())
+
+
+def _current_registry() -> Registry | None:
+    try:
+        return bentoml.get_current_service().registry
+    except Exception:  # no service instance yet (or any more)
+        return None
 
 
 async def _docs(_: Request) -> Response:
@@ -326,9 +320,11 @@ DCGAN.mount_asgi_app(
     Starlette(routes=[
         Route("/", _page),
         Route("/model", _model),
+        Route("/models", _models),
         Route("/project", _project, methods=["POST"]),
         Route("/directions", _directions),
         Route("/docs", _docs),
+        *oip.routes(),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]),
     path="/",
@@ -339,5 +335,6 @@ DCGAN.add_asgi_middleware(
                           "/project": ProjectRequest},
     uploads={"/project": latent_space.LATENT_LIMITS.max_upload_bytes},
     max_body_bytes=LIMITS.max_body_bytes, token=SETTINGS.api_token,
-    on_reject=metrics.count_rejected,
+    on_reject=metrics.count_rejected, on_request=metrics.observe_request,
+    model_label=known_names(_current_registry),
 )

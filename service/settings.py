@@ -11,12 +11,16 @@ stays up, not ready, with those lines as its reason (service/service.py).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
+from models.generation import model_name
 from service.schemas import Limits
 
+# A served model's name: it goes into URLs (/v2/models/<name>) and metric labels.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 BOOLEANS = {"1": True, "0": False, "true": True, "false": False,
             "yes": True, "no": False, "on": True, "off": False}
 
@@ -41,6 +45,8 @@ def _setting(env: str, default: Any, *, meaning: str, kind: type = str,
             accepts = f"an integer from {low} to {high}"
         elif kind is bool:
             accepts = f"one of {', '.join(BOOLEANS)}"
+        elif kind is tuple:
+            accepts = "a comma-separated list"
         elif choices:
             accepts = f"one of {', '.join(choices)}"
         else:
@@ -54,10 +60,16 @@ def _setting(env: str, default: Any, *, meaning: str, kind: type = str,
 class Settings:
     """What the service is told by its environment (defaults: the service as shipped)."""
 
+    models: tuple[tuple[str, str], ...] | None = _setting(
+        "DCGAN_MODELS", None, kind=tuple,
+        accepts="a comma-separated list of model-store tags and .onnx paths, each "
+                "optionally `name=tag-or-path`",
+        meaning="the generators to serve, the first by default; a name is the tag's or "
+                "file's, without `dcgan-` (`dcgan-mnist:latest` is `mnist`); unset: every "
+                "generator in `models/pretrained/`, else every `dcgan-*:latest` in the store")
     model: str | None = _setting(
         "DCGAN_MODEL", None, accepts="a model-store tag or the path of an .onnx file",
-        meaning="the generator; unset: the store's `dcgan-mnist:latest` if present, "
-                "else the bundled file")
+        meaning="deprecated: one generator, as `DCGAN_MODELS` with one entry; not with it")
     api_token: str | None = _setting(
         "DCGAN_API_TOKEN", None, accepts="printable ASCII without spaces", secret=True,
         meaning="when set, `/sample`, `/interpolate`, `/project`, `/edit` and `/combine` "
@@ -110,11 +122,23 @@ class Settings:
                 continue
             try:
                 values[f.name] = _parse(f, raw)
-            except ValueError:
-                problems.append(bad_value_line(f, raw))
+            except ValueError as exc:
+                problems.append(bad_value_line(f, raw, exc.args[0] if f.metadata["kind"] is tuple else None))
+        if "models" in values and "model" in values:
+            problems.append("DCGAN_MODEL: leave it unset when DCGAN_MODELS is set (it is the "
+                            "deprecated one-model form)")
         if problems:
             raise SettingsError(problems)
         return cls(**values)
+
+    @property
+    def model_specs(self) -> list[tuple[str, str]] | None:
+        """(name, spec) of each generator to serve, the default first; None: the defaults."""
+        if self.models:
+            return list(self.models)
+        if self.model:
+            return [(model_name(self.model), self.model)]
+        return None
 
     @property
     def limits(self) -> Limits:
@@ -128,8 +152,9 @@ def describe_fields() -> list[dict[str, Any]]:
              "meaning": f.metadata["meaning"]} for f in fields(Settings) if f.default is not MISSING]
 
 
-def bad_value_line(f: Field, raw: str) -> str:
-    """`DCGAN_X=value: must be <what it accepts>`; a secret's value is never shown."""
+def bad_value_line(f: Field, raw: str, why: str | None = None) -> str:
+    """`DCGAN_X=value: must be <what it accepts>` (and why not, when said); a secret's
+    value is never shown."""
     name = f.metadata["env"]
     if f.metadata["secret"]:
         shown = name
@@ -137,7 +162,28 @@ def bad_value_line(f: Field, raw: str) -> str:
         shown = f"{name}={raw}"
     else:
         shown = f"{name}={raw[:40]!r}"
-    return f"{shown}: must be {f.metadata['accepts']}"
+    return f"{shown}: must be {f.metadata['accepts']}" + (f" ({why})" if why else "")
+
+
+def parse_models(raw: str) -> tuple[tuple[str, str], ...]:
+    """`spec, name=spec, ...` -> ((name, spec), ...); ValueError saying what is wrong."""
+    pairs: list[tuple[str, str]] = []
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            raise ValueError("an empty entry")
+        name, sep, spec = entry.partition("=")
+        if not sep or not MODEL_NAME.fullmatch(name.strip()):  # no name given
+            name, spec = model_name(entry), entry
+        name, spec = name.strip(), spec.strip()
+        if not spec:
+            raise ValueError(f"no tag or path for {name}")
+        if not MODEL_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a usable model name: give one as name=..., "
+                             "letters, digits, '.', '_' and '-'")
+        if name in dict(pairs):
+            raise ValueError(f"two models named {name}: name one as other-name=...")
+        pairs.append((name, spec))
+    return tuple(pairs)
 
 
 def _parse(f: Field, raw: str) -> Any:
@@ -147,6 +193,8 @@ def _parse(f: Field, raw: str) -> Any:
         if (flag := BOOLEANS.get(raw.strip().lower())) is None:
             raise ValueError(raw)
         return flag
+    if kind is tuple:
+        return parse_models(raw)
     if kind is int:
         value = int(raw)  # ValueError for anything but an integer
         if not meta["low"] <= value <= meta["high"]:

@@ -1,4 +1,5 @@
-"""The bundled default generator: the model the service serves out of the box."""
+"""The bundled generators: the models the service serves out of the box, side by side
+(`mnist`, the default, and `mnist-cond`, a class-conditional placeholder)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from test_service_runtime import serving_app
 
+from models import generation as gen
 from models.card import ModelCard
 from models.latent import latents_from_seeds
 
@@ -57,3 +60,22 @@ def test_bundled_generator_quality_is_what_its_card_says():
     assert figures["fd_floor"] == pytest.approx(recorded["fd_floor"], rel=0.05)
     moved = np.abs(np.subtract(figures["class_histogram"], recorded["class_histogram"]))
     assert moved.sum() <= 20  # of 1,000 samples
+
+
+def test_the_default_configuration_serves_every_bundled_generator(monkeypatch):
+    # every generator file; an encoder (`*.encoder.onnx`) is its generator's sidecar
+    bundled = sorted(p.name for p in gen.PRETRAINED.glob("dcgan-*.onnx")
+                     if not p.name.endswith(".encoder.onnx"))
+    with serving_app(monkeypatch, None) as client:
+        listing = client.get("/models").json()
+        assert client.get("/readyz").status_code == 200
+        names = [m["name"] for m in listing["models"]]
+        assert names[0] == "mnist" and listing["default"] == "mnist"
+        assert sorted(f"dcgan-{n}.onnx" for n in names) == bundled
+        assert all(m["ready"] and m["version"] == "bundled" for m in listing["models"])
+        for name in names:
+            body = client.post("/sample", json={"n": 2, "seed": 0, "model": name}).json()
+            assert body["model"]["name"] == name and len(body["images"]) == 2
+    assert len(bundled) >= 2, "two bundled generators serve side by side"
+    conditional = [m for m in listing["models"] if m["num_classes"]]
+    assert conditional and conditional[0]["classes"] == list(range(10))

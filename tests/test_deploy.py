@@ -26,7 +26,15 @@ KUSTOMIZATIONS = sorted(p.parent.relative_to(DEPLOY).as_posix()
 SERVICE_OVERLAYS = ("overlays/cpu", "overlays/gpu")
 CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"),
                 ("monitoring.coreos.com/v1", "PrometheusRule"),
-                ("kubeflow.org/v1", "PyTorchJob")}
+                ("kubeflow.org/v1", "PyTorchJob"),
+                ("serving.kserve.io/v1beta1", "InferenceService")}
+KSERVE_OVERLAYS = ("kserve/cpu", "kserve/gpu")
+# Fields of KServe's PredictorSpec that are not the PodSpec it inlines (ComponentExtensionSpec
+# and the framework/model specs, as of KServe 0.11-0.15).
+KSERVE_EXTENSION_FIELDS = {"minReplicas", "maxReplicas", "scaleTarget", "scaleMetric",
+                           "containerConcurrency", "timeout", "canaryTrafficPercent", "logger",
+                           "batcher", "labels", "annotations", "deploymentStrategy", "model",
+                           "workerSpec"}
 
 
 def _kubectl_problem() -> str | None:
@@ -78,7 +86,8 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 # --- rendering and schemas --------------------------------------------------------------
 
 def test_every_kustomization_is_found():
-    for expected in (*SERVICE_OVERLAYS, "base", "training/single-gpu", "training/multi-node"):
+    for expected in (*SERVICE_OVERLAYS, *KSERVE_OVERLAYS, "base", "training/single-gpu",
+                     "training/multi-node"):
         assert expected in KUSTOMIZATIONS
 
 
@@ -106,10 +115,18 @@ def test_renders_and_validates(path):
 @needs_kubectl
 @pytest.mark.parametrize("path", KUSTOMIZATIONS)
 def test_pod_templates_inside_custom_resources_validate(path):
-    """A PyTorchJob embeds pod templates: validate them as PodTemplates."""
+    """A PyTorchJob embeds pod templates, an InferenceService's predictor inlines a pod
+    spec: validate them as PodTemplates."""
     import kubernetes_validate
 
     for obj in render(path):
+        if obj["kind"] == "InferenceService":
+            predictor = obj["spec"]["predictor"]
+            pod = {k: v for k, v in predictor.items() if k not in KSERVE_EXTENSION_FIELDS}
+            wrapper = {"apiVersion": "v1", "kind": "PodTemplate",
+                       "metadata": {"name": f"{obj['metadata']['name']}-predictor"},
+                       "template": {"spec": pod}}
+            kubernetes_validate.validate(wrapper, K8S_VERSION, strict=True)
         if obj["kind"] != "PyTorchJob":
             continue
         for role, spec in obj["spec"]["pytorchReplicaSpecs"].items():
@@ -158,7 +175,7 @@ def test_service_overlay_has_every_piece_and_they_fit(overlay):
     configmaps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
     env_from = [e["configMapRef"]["name"] for e in container.get("envFrom", [])]
     assert env_from and all(name in configmaps for name in env_from)
-    assert any("DCGAN_MODEL" in configmaps[name]["data"] for name in env_from)
+    assert any("DCGAN_MODELS" in configmaps[name]["data"] for name in env_from)
     token = [e for e in container["env"] if e["name"] == "DCGAN_API_TOKEN"]
     assert token and token[0]["valueFrom"]["secretKeyRef"]["optional"] is True
 
@@ -267,6 +284,60 @@ def test_monitoring_objects_ship_the_rules_and_dashboard_files():
     assert len(dashboards) == 1
     shipped = json.loads(dashboards[0]["data"]["dcgan-service.json"])
     assert shipped == json.loads((DEPLOY / "grafana/dcgan-service.json").read_text())
+
+
+# --- KServe -------------------------------------------------------------------------------
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", KSERVE_OVERLAYS)
+def test_inference_service_is_a_v2_custom_predictor_with_probes_and_resources(overlay):
+    """KServe's CRD schema cannot be fetched here: check by hand the fields it requires
+    and what its controller reads (a custom predictor's protocol is the PROTOCOL variable
+    of its first container; `protocolVersion` belongs to `predictor.model`)."""
+    objects = render(overlay)
+    isvc = only(objects, "InferenceService")
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert isvc["metadata"]["name"] and isvc["metadata"].get("namespace")
+    assert set(isvc["spec"]) == {"predictor"}, "a predictor only: no transformer, no explainer"
+    predictor = isvc["spec"]["predictor"]
+    assert "model" not in predictor, "a custom predictor, not a model on a ServingRuntime"
+    assert 1 <= predictor["minReplicas"] <= predictor["maxReplicas"]
+    [container] = predictor["containers"]
+    assert container["name"] == "kserve-container" and "dcgan-service" in container["image"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PROTOCOL"]["value"] == "v2"
+    assert env["DCGAN_API_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    [port] = container["ports"]
+    assert port["containerPort"] == 3000 and port["name"] in ("http1", "h2c")
+    probes = {kind: container[kind]["httpGet"] for kind in
+              ("startupProbe", "livenessProbe", "readinessProbe")}
+    assert probes["readinessProbe"]["path"] == "/v2/health/ready"
+    assert probes["livenessProbe"]["path"] == probes["startupProbe"]["path"] == "/v2/health/live"
+    assert all(p["port"] == port["containerPort"] for p in probes.values())
+    for side in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(container["resources"][side]), side
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
+    assert "/tmp" in mounts and env["BENTOML_HOME"]["value"].startswith("/tmp/")
+    # The settings come from a ConfigMap the overlay ships (its hashed name followed), and
+    # the service accepts every value in it.
+    configmaps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
+    [ref] = container["envFrom"]
+    settings = configmaps[ref["configMapRef"]["name"]]["data"]
+    assert "DCGAN_MODELS" in settings
+    from service.settings import Settings
+
+    Settings.from_env(settings)
+    monitor = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    assert monitor and monitor[0]["spec"]["selector"]["matchLabels"] == {
+        "serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}
+    assert any(r.get("replacement") == "dcgan-service" and r["targetLabel"] == "job"
+               for e in monitor[0]["spec"]["endpoints"] for r in e["relabelings"])
+    gpu = "nvidia.com/gpu" in container["resources"]["limits"]
+    assert gpu == (overlay == "kserve/gpu") == container["image"].endswith("-gpu")
+    if gpu:
+        assert settings["DCGAN_DEVICE"] == "cuda"
+        assert any(t["key"] == "nvidia.com/gpu" for t in predictor["tolerations"])
 
 
 # --- training ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from training.evaluate import (
 )
 from training.evaluate.cli import evaluate_command
 from training.evaluate.metrics import prdc
-from training.evaluate.toys import toy_figures
+from training.evaluate.toys import discriminator_view, toy_figures
 
 SIZE, COUNT = 16, 120
 DCGAN = {"nz": 8, "ngf": 8, "ndf": 8, "nc": 1, "image_size": SIZE, "num_classes": 0}
@@ -157,6 +157,28 @@ def test_toy_figures_follow_the_pacgan_definitions():
     assert near["modes"] == 1 and near["high_quality"] == 50.0
     lost = toy_figures(np.zeros((5, 2)), centres, std)
     assert lost["modes"] == 0 and lost["high_quality"] == 0.0 and lost["reverse_kl"] is None
+
+
+def test_the_discriminators_view_reads_half_at_the_end_of_the_game():
+    """Mean D(x), D(G(z)) as probabilities and the distance from 0.5 the course ends on;
+    packs are judged whole (2,500 points, pack 3: the last point is left out)."""
+    from models.mlp import MLPConfig, MLPDiscriminator
+
+    real, fake = torch.randn(2500, 2), torch.randn(2500, 2) + 5
+    undecided = MLPDiscriminator(MLPConfig(pack=3))
+    torch.nn.init.zeros_(undecided.main[-1].weight)
+    torch.nn.init.zeros_(undecided.main[-1].bias)  # logit 0: D = 0.5 everywhere
+    assert discriminator_view(undecided, real, fake) == {"d_real": 0.5, "d_fake": 0.5,
+                                                         "d_from_half": 0.0}
+
+    class Sure(torch.nn.Module):  # logit +4 on the real side of x = 2.5, -4 beyond it
+        def forward(self, points, labels=None):
+            return torch.where(points[:, 0] < 2.5, 4.0, -4.0)
+
+    view = discriminator_view(Sure(), real, fake)
+    assert view["d_real"] > 0.95 and view["d_fake"] < 0.05 and view["d_from_half"] > 0.45
+    critic = discriminator_view(Sure(), real, fake, probabilities=False)  # critic values
+    assert critic["d_real"] > 3.5 and "d_from_half" not in critic
 
 
 def test_toy_evaluation_reports_modes_against_real_points(cache):

@@ -214,3 +214,36 @@ def test_combine_sums_weighted_seeds_and_latents(api):
         "label", "no-terms", "seed-and-latent", "bad-weight"])
 def test_bad_edits_and_sums_name_the_field(api, path, body, status, field, says):
     refused(api.post(path, json=body), status, field, says)
+
+
+
+def test_the_guard_labels_an_upload_with_the_model_its_form_names():
+    from pydantic import BaseModel
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from service.guard import RequestGuard
+
+    class Body(BaseModel):
+        model: str | None = None
+
+    async def echo(request):
+        return PlainTextResponse(str(len(await request.body())))
+
+    seen = []
+    app = RequestGuard(Starlette(routes=[Route("/project", echo, methods=["POST"])]),
+                       routes={"/project": Body}, uploads={"/project": 4096}, max_body_bytes=64,
+                       on_request=lambda endpoint, model, code, _: seen.append((endpoint, model, code)),
+                       model_label=lambda name: name if name in ("tiny", "plain") else "")
+    with TestClient(app) as client:
+        files = [("images", ("a.png", digit_png(0), "image/png"))]
+        assert client.post("/project", files=files, data={"model": "plain"}).status_code == 200
+        assert client.post("/project", files=files, data={"model": "nope"}).status_code == 200
+        assert client.post("/project", files=files * 40).status_code == 413  # its own limit
+        assert client.post("/project", json={"model": "tiny"}).status_code == 200
+        assert client.post("/project", content=b"x" * 5000,  # JSON too: the upload limit
+                           headers={"content-type": "application/json"}).status_code == 413
+    assert seen == [("project", "plain", 200), ("project", "", 200), ("project", "", 413),
+                    ("project", "tiny", 200), ("project", "", 413)]

@@ -60,8 +60,11 @@ def whole_run(tmp_path_factory, make_tiny_config) -> Path:
 
 @pytest.mark.parametrize("variant", [{}, {"d_steps": 2, "loss": "wgan-gp", "conditional": True,
                                       "augment": "translation,cutout"},
-                                     {"d_norm": "spectral", "r1": 1.0}],
-                         ids=["default", "d_steps2-wgan_gp-conditional-augment", "spectral-r1"])
+                                     {"d_norm": "spectral", "r1": 1.0},
+                                     {"dataset": "ring", "nz": None, "mlp_hidden": 16,
+                                      "recipe": "wgan", "lr_decay": "none"}],
+                         ids=["default", "d_steps2-wgan_gp-conditional-augment", "spectral-r1",
+                              "ring-wgan_rmsprop"])
 def test_stop_and_resume_is_bit_identical_to_one_run(variant, whole_run, tmp_path, make_tiny_config):
     if variant:
         reference = train(make_tiny_config(tmp_path / "whole", steps=2 * N, log_every=3, **variant),
@@ -85,11 +88,14 @@ def test_stop_and_resume_is_bit_identical_to_one_run(variant, whole_run, tmp_pat
         assert (whole["d_loss"], whole["g_loss"]) == (resumed["d_loss"], resumed["g_loss"])
 
 
+@pytest.mark.parametrize("variant", [{"instance_noise": 0.1},
+                                     {"dataset": "ring", "nz": None, "mlp_hidden": 16,
+                                      "lr_decay": "linear"}], ids=["instance_noise", "ring-lr_decay"])
 def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(
-        tmp_path, make_tiny_config, monkeypatch):
-    """Stopped by Ctrl-C between two checkpoints, with instance noise whose decay depends
-    on the step: the resume redoes the lost steps exactly."""
-    options = dict(steps=2 * N, log_every=2, checkpoint_every=4, instance_noise=0.1)
+        variant, tmp_path, make_tiny_config, monkeypatch):
+    """Stopped by Ctrl-C between two checkpoints, with instance noise or learning rates
+    whose decay depends on the step: the resume redoes the lost steps exactly."""
+    options = dict(steps=2 * N, log_every=2, checkpoint_every=4, **variant)
     reference = train(make_tiny_config(tmp_path / "whole", **options), progress=False)
     interrupted = tmp_path / "interrupted"
     generator_loss, calls = loop.losses.generator_loss, []
@@ -251,6 +257,35 @@ def test_mlp_trains_on_the_ring(tmp_path, make_tiny_config):
     moved = [not torch.equal(a, b) for a, b in zip(start.parameters(), generator.parameters())]
     assert all(moved)
     assert all(math.isfinite(r["d_loss"]) for r in records(run_dir))
+
+
+def test_a_short_toy_run_moves_toward_the_modes(tmp_path, make_tiny_config):
+    """The PacGAN figures of the EMA generator, evaluated twice on 2,500 points: later,
+    more of the ring's modes are covered and more samples lie on them."""
+    config = make_tiny_config(tmp_path / "ring", dataset="ring", nz=None, mlp_hidden=256,
+                              batch_size=64, steps=1200, lr_decay="none", log_every=600,
+                              eval_every=600, eval_samples=2500)
+    early, late = [r["eval"] for r in records(train(config, progress=False))]
+    assert late["modes"] >= early["modes"] and late["modes"] >= 6
+    assert late["high_quality"] > early["high_quality"] + 10
+
+
+def test_recipes_train_with_their_optimisers_and_rates_decay_to_zero(tmp_path, make_tiny_config):
+    toy = dict(dataset="ring", nz=None, mlp_hidden=16, steps=4, log_every=2)
+    wgan = load_checkpoint(train(make_tiny_config(tmp_path / "wgan", recipe="wgan", **toy),
+                                 progress=False))
+    assert wgan["config"]["lr_decay"] == "linear" and wgan["config"]["d_steps"] == 5
+    assert "square_avg" in wgan["opt_d"]["state"][0]  # RMSProp's, not Adam's
+    # the last step ran at 1/4 of the rates: linear decay to 0 after step 4
+    assert [group["lr"] for group in wgan["opt_d"]["param_groups"]] == [pytest.approx(5e-5 / 4)]
+    clipped = [param.abs().max() for param in wgan["discriminator"].values()]
+    assert max(clipped) <= 0.01  # the critic's weights are clipped
+    hinge = load_checkpoint(train(make_tiny_config(tmp_path / "hinge", recipe="hinge",
+                                                   lr_decay="none", **toy), progress=False))
+    assert "exp_avg" in hinge["opt_d"]["state"][0]
+    assert [g["lr"] for g in hinge["opt_g"]["param_groups"] + hinge["opt_d"]["param_groups"]] == [
+        1e-4, 4e-4]
+    assert hinge["opt_g"]["param_groups"][0]["betas"] == (0.0, 0.9)
 
 
 def test_conditional_training_makes_a_class_conditional_generator(conditional_run):

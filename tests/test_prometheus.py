@@ -1,6 +1,6 @@
 """Prometheus and Grafana: the alert rules pass promtool's checks and unit tests, and a
-real Prometheus on loopback scrapes a real `bentoml serve` of the service (on a tiny
-generator) while we drive requests. Reading back through Prometheus's query API proves
+real Prometheus on loopback scrapes a real `bentoml serve` of the service (two tiny
+generators, `tiny` the default and `other`) while we drive requests. Reading back through Prometheus's query API proves
 the metrics are exposed, scrapeable and named as the rules and the dashboard expect,
 that every rule evaluates cleanly, and that every dashboard query runs."""
 
@@ -86,13 +86,14 @@ def _rule_exprs() -> list[str]:
 
 def _dashboard_targets() -> list[tuple[str, str]]:
     """(panel title, PromQL) of every panel target, Grafana's variables filled in as
-    Grafana would for 'All namespaces'."""
+    Grafana would for 'All' namespaces and models."""
     dashboard = json.loads(DASHBOARD.read_text())
     found = []
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
             expr = (target["expr"].replace("$__rate_interval", WINDOW)
-                    .replace("$__interval", "5s").replace("$namespace", ".*"))
+                    .replace("$__interval", "5s").replace("$namespace", ".*")
+                    .replace("$model", ".*"))
             assert "$" not in expr, f"{panel['title']}: unknown variable in {expr}"
             found.append((panel["title"], expr))
     assert found
@@ -162,15 +163,17 @@ def stack(tmp_path_factory):
         pytest.skip("the prometheus server is not installed (Debian package `prometheus`)")
     httpx = pytest.importorskip("httpx")
     tmp = tmp_path_factory.mktemp("prometheus-stack")
-    model = tmp / "tiny.onnx"
-    subprocess.run([sys.executable, "-c", TINY_GENERATOR, str(model)], cwd=ROOT, check=True,
-                   timeout=120, capture_output=True)
+    model, other = tmp / "tiny.onnx", tmp / "other.onnx"
+    for path in (model, other):
+        subprocess.run([sys.executable, "-c", TINY_GENERATOR, str(path)], cwd=ROOT, check=True,
+                       timeout=120, capture_output=True)
 
     service_port, prometheus_port = _free_port(), _free_port()
     service_log = tmp / "serve.log"
-    env = {**os.environ, "DCGAN_MODEL": str(model), "BENTOML_HOME": str(tmp / "bentoml"),
+    env = {**os.environ, "DCGAN_MODELS": f"{model},{other}", "BENTOML_HOME": str(tmp / "bentoml"),
            "BENTOML_DO_NOT_TRACK": "true"}
     env.pop("DCGAN_API_TOKEN", None)
+    env.pop("DCGAN_MODEL", None)
     with service_log.open("wb") as out:
         service = subprocess.Popen(
             [sys.executable, "-m", "bentoml", "serve", "service.service:DCGAN",
@@ -241,12 +244,19 @@ def _drive(httpx, url: str, sizes=(1, 2, 3, 4, 5, 6, 7, 8) * 3,
         assert response.status_code == 200, response.text
         return 4
 
+    def infer(i):  # the other model, through the Open Inference Protocol
+        body = {"inputs": [{"name": "seed", "datatype": "INT64", "shape": [2], "data": [i, i + 1]}]}
+        response = httpx.post(f"{url}/v2/models/other/infer", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        return 2
+
     with ThreadPoolExecutor(max_workers=8) as pool:
         sampled = sum(pool.map(sample, enumerate(sizes)))
         interpolated = sum(pool.map(interpolate, range(interpolations)))
+        inferred = sum(pool.map(infer, range(interpolations)))
     bad = httpx.post(f"{url}/sample", json={"n": 0}, timeout=30)
     assert bad.status_code == 400, bad.text
-    return {"sample": sampled, "interpolate": interpolated}
+    return {"sample": sampled, "interpolate": interpolated, "infer": inferred}
 
 
 @needs_prometheus
@@ -255,6 +265,10 @@ def test_prometheus_reads_the_rate_of_generated_images(stack):
                    stack.query(f'sum by (endpoint) (dcgan_images_generated_total{{job="{JOB}"}})')
                    ["result"]}
     assert by_endpoint == {k: float(v) for k, v in stack.sent.items()}
+    by_model = {r["metric"]["model"]: float(r["value"][1]) for r in
+                stack.query(f'sum by (model) (dcgan_images_generated_total{{job="{JOB}"}})')["result"]}
+    assert by_model == {"tiny": stack.sent["sample"] + stack.sent["interpolate"],
+                        "other": stack.sent["infer"]}
     rate = stack.value(f'sum(rate(dcgan_images_generated_total{{job="{JOB}"}}[1m]))')
     assert rate > 0
 
@@ -274,11 +288,17 @@ def test_prometheus_reads_latency_quantiles(stack):
 
 @needs_prometheus
 def test_service_reports_ready_model_and_rejections(stack):
-    assert stack.value(f'max(dcgan_ready{{job="{JOB}"}})') == 1
+    ready = {r["metric"]["model"]: float(r["value"][1])
+             for r in stack.query(f'dcgan_ready{{job="{JOB}"}}')["result"]}
+    assert ready == {"tiny": 1, "other": 1}
     info = stack.query(f'dcgan_model_info{{job="{JOB}"}} == 1')["result"]
-    assert info and {"name", "version", "provider"} <= set(info[0]["metric"])
+    assert sorted(r["metric"]["model"] for r in info) == ["other", "tiny"]
+    assert {"model", "name", "version", "provider"} <= set(info[0]["metric"])
     # _drive sent one invalid request per call: the warm-up and the load.
-    assert stack.value(f'sum(dcgan_requests_rejected_total{{job="{JOB}", reason="invalid"}})') == 2
+    assert stack.value(f'sum(dcgan_requests_rejected_total{{job="{JOB}", reason="invalid", '
+                       f'model="tiny"}})') == 2
+    assert stack.value(f'sum(dcgan_requests_total{{job="{JOB}", model="tiny", code="400"}})') == 2
+    assert stack.value(f'sum(dcgan_requests_total{{job="{JOB}", model="other", code="200"}})') == 5
     assert stack.value(f'sum(bentoml_service_request_total{{job="{JOB}", endpoint="/sample", '
                        f'http_response_code="400"}})') == 2
 
@@ -290,6 +310,7 @@ def test_every_metric_the_rules_and_dashboard_use_is_exposed(stack):
     used = set().union(*(_metric_names(e) for e in _rule_exprs()),
                        *(_metric_names(e) for _, e in _dashboard_targets()))
     assert {"dcgan_images_generated_total", "dcgan_inference_seconds_bucket", "dcgan_ready",
+            "dcgan_requests_total", "dcgan_request_duration_seconds_bucket",
             "bentoml_service_request_total", "up"} <= used
     missing = sorted(used - exposed)
     assert not missing, f"used by rules or dashboard but not exposed: {missing}"
@@ -320,5 +341,5 @@ def test_every_dashboard_query_runs(stack):
         if not data["result"]:
             empty.append(title)
     # With traffic served, only panels about trouble may be empty.
-    allowed_empty = {"Overload", "Server error ratio"}
+    allowed_empty = {"Overload", "Server error ratio", "Server errors and overload by model"}
     assert not set(empty) - allowed_empty, f"panels without data on live traffic: {empty}"

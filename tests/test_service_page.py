@@ -76,7 +76,7 @@ class Browser:
         assert "exceptionDetails" not in result, result
         return result["result"].get("value")
 
-    async def wait_for(self, expression: str, timeout: float = 30) -> None:
+    async def wait_for(self, expression: str, timeout: float = 60) -> None:
         deadline = time.time() + timeout
         while not await self.js(expression):
             assert time.time() < deadline, f"timed out waiting for: {expression}"
@@ -100,6 +100,9 @@ WALK_READY = """!document.getElementById('slider').disabled
   && document.getElementById('frame').naturalWidth === 16"""
 
 
+VISIBLE = "document.getElementById('{}').getBoundingClientRect().width > 0"
+
+
 def _slide_to(k: int) -> str:
     return f"""(() => {{ const s = document.getElementById('slider'); s.value = {k};
       s.dispatchEvent(new Event('input')); return document.getElementById('frame').src; }})()"""
@@ -107,8 +110,10 @@ def _slide_to(k: int) -> str:
 
 @pytest.fixture(scope="module")
 def page_server(tmp_path_factory):
-    model = export_tiny(tmp_path_factory.mktemp("page-model") / "tiny.onnx")
-    server = BentoServer(tmp_path_factory.mktemp("page-home"), DCGAN_MODEL=str(model))
+    folder = tmp_path_factory.mktemp("page-model")
+    model = export_tiny(folder / "tiny.onnx")
+    plain = export_tiny(folder / "plain.onnx", num_classes=0)
+    server = BentoServer(tmp_path_factory.mktemp("page-home"), DCGAN_MODELS=f"{model},{plain}")
     try:
         server.wait()
         yield server
@@ -122,7 +127,11 @@ def test_grid_slider_and_errors_in_a_real_browser(page_server, tmp_path):
             await browser.connect(session)
             await browser.send("Page.navigate", url=page_server.url + "/")
             await browser.wait_for(GRID_READY)
-            assert "tiny" in await browser.js("document.getElementById('model-line').textContent")
+            assert await browser.js("[...document.getElementById('model').options].map(o => o.value)") \
+                == ["tiny", "plain"]
+            assert await browser.js("document.getElementById('model').value") == "tiny"
+            assert "10 classes" in await browser.js("document.getElementById('model-line').textContent")
+            assert await browser.js(VISIBLE.format("label-box")) is True
             seeds = await browser.js("[...document.querySelectorAll('#grid img')].map(i => i.alt)")
             assert seeds == [f"seed {k}" for k in range(16)]
 
@@ -139,6 +148,19 @@ def test_grid_slider_and_errors_in_a_real_browser(page_server, tmp_path):
             await browser.js("document.getElementById('seed').value = 100; "
                              "document.querySelector('#sample-form button[type=submit]').click()")
             await browser.wait_for("document.querySelector('#grid img').alt === 'seed 100'")
+
+            # The class selector goes with a conditional model; another model redraws.
+            await browser.js("document.getElementById('label').value = '7'; "
+                             "document.querySelector('#sample-form button[type=submit]').click()")
+            await browser.wait_for("document.querySelector('#grid img').title.endsWith('class 7')")
+            await browser.js("const m = document.getElementById('model'); m.value = 'plain'; "
+                             "m.dispatchEvent(new Event('change'))")
+            await browser.wait_for("document.getElementById('grid').dataset.model === 'plain'")
+            await browser.wait_for(GRID_READY)
+            assert await browser.js(VISIBLE.format("label-box")) is False, "no classes to pick"
+            assert await browser.js("document.getElementById('label').value") == ""
+            assert "unconditional" in await browser.js("document.getElementById('model-line').textContent")
+            assert await browser.js("document.querySelector('#grid img').title") == "seed 100"
 
             # A request the server refuses (a seed past 2**63 - 1) shows its message.
             await browser.js("document.getElementById('seed').value = '99999999999999999999'; "

@@ -46,9 +46,11 @@ def _asgi_app():
 
 
 @contextlib.contextmanager
-def serving_app(monkeypatch, model: Path | str, wait_ready: bool = True, **env: str):
+def serving_app(monkeypatch, model: Path | str | None, wait_ready: bool = True, **env: str):
     """The service as an in-process ASGI app (BentoML's `to_asgi`) behind a test client,
-    with the settings that `env` (DCGAN_* variables) gives, as a server would read them.
+    serving `model` (None: as `env` says, DCGAN_MODELS or the defaults) with the settings
+    that `env` (DCGAN_* variables) gives, as a server would read them. It waits until
+    every model has loaded or failed.
 
     The app is built once per process, with the settings of its import; each lifespan
     makes a new service instance, which takes the settings given here. The token is
@@ -59,7 +61,7 @@ def serving_app(monkeypatch, model: Path | str, wait_ready: bool = True, **env: 
     import service.service as svc
     from service.guard import RequestGuard
 
-    settings, error = svc.read_settings({"DCGAN_MODEL": str(model), **env})
+    settings, error = svc.read_settings({**({"DCGAN_MODEL": str(model)} if model else {}), **env})
     assert settings.limits == svc.LIMITS, "limits are fixed at import: test them with a server"
     monkeypatch.setattr(svc, "SETTINGS", settings)
     monkeypatch.setattr(svc, "SETTINGS_ERROR", error)
@@ -70,9 +72,9 @@ def serving_app(monkeypatch, model: Path | str, wait_ready: bool = True, **env: 
                            token=settings.api_token)
     with TestClient(app) as client:
         deadline = time.time() + 30
-        while time.time() < deadline:
-            info = client.get("/model").json()
-            if info["ready"] or info["error"] or not wait_ready:
+        while wait_ready and time.time() < deadline:
+            listing = client.get("/models").json()
+            if listing["error"] or all(m["state"] != "loading" for m in listing["models"]):
                 break
             time.sleep(0.05)
         yield client
@@ -232,6 +234,15 @@ def test_bad_settings_are_reported_together_one_line_each(monkeypatch, tiny_onnx
                      "DCGAN_BATCHING=maybe: must be one of 1, 0, true, false"):
         assert expected in info["error"]
         assert sum(expected in line for line in lines) == 1, lines
+
+
+def test_readyz_turns_200_when_every_model_is_loaded(monkeypatch, tmp_path):
+    a = export_tiny(tmp_path / "a.onnx")
+    b = export_tiny(tmp_path / "b.onnx", num_classes=0)
+    with serving_app(monkeypatch, None, DCGAN_MODELS=f"{a},second={b}") as client:
+        assert client.get("/readyz").status_code == 200
+        assert [m["name"] for m in client.get("/models").json()["models"]] == ["a", "second"]
+        assert client.post("/sample", json={"model": "second"}).status_code == 200
 
 
 # --- which generators can be served -------------------------------------------------

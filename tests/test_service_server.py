@@ -1,7 +1,8 @@
 """The real thing: `bentoml serve` on a loopback port, a generator from a throwaway
 BentoML model store, and clients over HTTP. Concurrent requests are merged into
 batches (the metrics show it), each still gets its own images, and none fails; the
-metrics keep their names and add up over two workers; a missing model is one log line.
+metrics keep their names and add up over two workers, which turn ready together; a
+missing model is one log line.
 
 `BentoServer` is shared with tests/test_service_page.py.
 """
@@ -189,19 +190,32 @@ def test_health_page_and_card_are_served(server):
     assert "serving tiny" in server.log() and "CPUExecutionProvider" in server.log()
 
 
-def test_metrics_add_up_over_two_workers(store_model):
+def test_two_workers_are_ready_together_and_their_metrics_add_up(store_model, tmp_path):
     home, _ = store_model
-    server = BentoServer(home.parent / "two-workers-home", DCGAN_MODEL=str(
-        next(home.glob("models/dcgan-tiny/*/generator.onnx"))),
-        BENTOML_CONFIG_OPTIONS="services.DCGAN.workers=2")
+    onnx_path = next(home.glob("models/dcgan-tiny/*/generator.onnx"))
+    plain = export_tiny(tmp_path / "plain.onnx", num_classes=0)
+    server = BentoServer(home.parent / "two-workers-home",
+                         DCGAN_MODELS=f"tiny={onnx_path},plain={plain}",
+                         BENTOML_CONFIG_OPTIONS="services.DCGAN.workers=2")
     try:
-        server.wait()
-        # /readyz answers for whichever worker takes the call: wait for both to log that
-        # they serve (a worker still loading answers 503 "not ready", as it should).
+        # /readyz answers for whichever worker takes the connection: at its first 200,
+        # both workers must have loaded both models (before, the first worker to load
+        # turned the server ready while the other still answered 503).
         deadline = time.time() + 90
-        while server.log().count("serving tiny") < 2 and time.time() < deadline:
-            time.sleep(0.2)
-        assert server.log().count("serving tiny") == 2, server.log()
+        while time.time() < deadline:
+            assert server.proc.poll() is None, server.log()
+            try:
+                if httpx.get(server.url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        log = server.log()
+        assert log.count("serving tiny (") == 2 and log.count("serving plain (") == 2, log
+        for _ in range(10):  # and every worker says so from then on
+            assert httpx.get(server.url + "/readyz", timeout=5,
+                             headers={"Connection": "close"}).status_code == 200
+        assert httpx.get(server.url + "/models", timeout=5).json()["workers"] == 2
         # Which worker accepts a connection is the kernel's choice: new connections per
         # request, and more rounds until both workers have served some.
         results, workers = [], set()
@@ -219,8 +233,9 @@ def test_metrics_add_up_over_two_workers(store_model):
                  + metric(text, "dcgan_images_generated_total", endpoint="interpolate"))
     assert generated == images, "one counter over both workers' files"
     assert workers == {"1", "2"}, "both workers served and both are counted"
-    assert metric(text, "dcgan_ready") == 1
-    assert metric(text, "dcgan_model_info", name="tiny") == 1
+    assert metric(text, "dcgan_ready", model="tiny") == 1
+    assert metric(text, "dcgan_ready", model="plain") == 1
+    assert metric(text, "dcgan_model_info", model="plain", name="tiny") == 1
 
 
 def test_a_missing_model_is_one_log_line_and_not_ready(tmp_path):

@@ -134,3 +134,37 @@ def test_a_server_with_a_bad_setting_stays_up_not_ready_and_says_why(tmp_path, v
     assert refused.status_code == 503 and line in refused.json()["error"]
     assert sum(line in text for text in log.splitlines()) == 1, log
     assert "Traceback" not in log, log
+
+
+# --- DCGAN_MODELS -------------------------------------------------------------------------
+
+def test_models_are_named_after_their_tags_and_files_or_as_told():
+    settings = Settings.from_env({"DCGAN_MODELS": "dcgan-mnist:latest, runs/dcgan-mnist-cond.onnx,"
+                                                  "v1=dcgan-mnist:abc123 , /m/other.onnx"})
+    assert settings.model_specs == [("mnist", "dcgan-mnist:latest"),
+                                    ("mnist-cond", "runs/dcgan-mnist-cond.onnx"),
+                                    ("v1", "dcgan-mnist:abc123"), ("other", "/m/other.onnx")]
+    assert Settings.from_env({"DCGAN_MODEL": "dcgan-mnist:v2"}).model_specs == [
+        ("mnist", "dcgan-mnist:v2")], "the deprecated one-model form"
+    assert Settings.from_env({}).model_specs is None, "unset: the defaults"
+
+
+@pytest.mark.parametrize("value, why", [
+    ("a.onnx,b/a.onnx", "two models named a: name one as other-name=..."),
+    ("a.onnx,,b.onnx", "an empty entry"),
+    ("x=", "no tag or path for x"),
+    ("my model.onnx", "'my model' is not a usable model name"),
+])
+def test_bad_model_lists_say_what_is_wrong(value, why):
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"DCGAN_MODELS": value})
+    [line] = caught.value.problems
+    assert line.startswith(f"DCGAN_MODELS={value}: must be a comma-separated list")
+    assert f"({why}" in line
+
+
+def test_the_two_model_settings_are_not_set_together():
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"DCGAN_MODELS": "a.onnx", "DCGAN_MODEL": "b.onnx"})
+    assert caught.value.problems == ["DCGAN_MODEL: leave it unset when DCGAN_MODELS is set (it "
+                                     "is the deprecated one-model form)"]

@@ -6,6 +6,12 @@ result). Each run writes the resolved config (`config.json`) next to its checkpo
 and inside every checkpoint.
 Defaults follow the DCGAN paper (Adam 2e-4, betas 0.5/0.999, batch 64) and use the
 non-saturating generator loss of Goodfellow et al. 2014.
+
+A recipe (`--recipe NAME`, see RECIPES) sets a loss together with the optimiser settings
+of the paper that introduced it; `resolve` fills from it every objective and optimiser
+field left unset (None), and explicit options win over it. The 2-D toys get a schedule
+of their own (TOY_STEPS discriminator steps, learning rates decaying linearly to 0), because
+a 3-layer MLP on points affords tens of thousands of steps in minutes.
 """
 
 from __future__ import annotations
@@ -19,6 +25,41 @@ from models.card import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 LOSSES = ("minimax", "nonsaturating", "wgan", "wgan-gp", "hinge")
 DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("adam", "rmsprop")
+LR_DECAYS = ("none", "linear")
+
+# Each loss with the settings of its paper. "dcgan" is the default and the base that the
+# others change; betas are Adam's (RMSProp has none).
+_DCGAN = dict(loss="nonsaturating", optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5,
+              beta2=0.999, d_steps=1, clip=0.01, gp_weight=10.0)
+# Goodfellow et al. 2014 trained maxout nets with SGD and momentum on images and gave no
+# settings for 2-D points; these are the settings the PacGAN paper (Lin et al. 2018) ran
+# its GAN rows of the ring and the grid with: Adam 1e-4, beta1 0.8, one D step.
+_GAN2014 = dict(optimizer="adam", lr_g=1e-4, lr_d=1e-4, beta1=0.8, beta2=0.999, d_steps=1)
+RECIPES: dict[str, dict[str, Any]] = {
+    # Radford et al. 2016 (DCGAN): Adam 2e-4, betas 0.5/0.999, the non-saturating loss
+    "dcgan": _DCGAN,
+    # Goodfellow et al. 2014: the saturating minimax game
+    "gan": {**_DCGAN, **_GAN2014, "loss": "minimax"},
+    # the same paper's non-saturating variant (G maximises log D(G(z)))
+    "ns-gan": {**_DCGAN, **_GAN2014, "loss": "nonsaturating"},
+    # Arjovsky et al. 2017, Algorithm 1: RMSProp 5e-5, 5 critic steps, clipping at 0.01
+    "wgan": {**_DCGAN, "loss": "wgan", "optimizer": "rmsprop", "lr_g": 5e-5, "lr_d": 5e-5,
+             "d_steps": 5, "clip": 0.01},
+    # Gulrajani et al. 2017, Algorithm 1: Adam 1e-4, betas 0/0.9, 5 critic steps, lambda 10
+    "wgan-gp": {**_DCGAN, "loss": "wgan-gp", "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.0,
+                "beta2": 0.9, "d_steps": 5, "gp_weight": 10.0},
+    # Zhang et al. 2019 (SAGAN): hinge loss, Adam betas 0/0.9, lr 1e-4 for G and 4e-4 for D
+    "hinge": {**_DCGAN, "loss": "hinge", "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0,
+              "beta2": 0.9},
+}
+# On the 2-D toys, what the papers' reference code for toys uses instead: WGAN-GP's
+# gan_toy.py has LAMBDA = 0.1 and Adam betas 0.5/0.9.
+TOY_RECIPES: dict[str, dict[str, Any]] = {"wgan-gp": {"gp_weight": 0.1, "beta1": 0.5}}
+DEFAULT_RECIPE = "dcgan"
+RECIPE_FIELDS = tuple(_DCGAN)
+# generator steps when --steps is not given; on the toys, divided by the D steps per G step
+IMAGE_STEPS, TOY_STEPS = 2000, 20_000
 
 
 class TrainingError(RuntimeError):
@@ -48,22 +89,25 @@ class TrainConfig:
     mlp_hidden: int = 256
     pack: int = 1  # PacGAN: samples the discriminator judges together
     d_norm: str | None = None  # batch, layer, spectral, none; None: batch, or layer for wgan-gp
-    # objective
-    loss: str = "nonsaturating"
-    d_steps: int = 1  # k discriminator steps per generator step (Algorithm 1, Goodfellow 2014)
-    clip: float = 0.01  # weight clipping bound for "wgan"
-    gp_weight: float = 10.0  # gradient-penalty weight for "wgan-gp"
+    # objective; None: from the recipe (RECIPES; the DCGAN paper's without one)
+    recipe: str | None = None  # a loss with the settings of its paper; None: "dcgan"
+    loss: str | None = None  # minimax, nonsaturating, wgan, wgan-gp, hinge
+    d_steps: int | None = None  # k discriminator steps per generator step (Algorithm 1, Goodfellow 2014)
+    clip: float | None = None  # weight clipping bound for "wgan"
+    gp_weight: float | None = None  # gradient-penalty weight for "wgan-gp"
     r1: float = 0.0  # R1 penalty weight gamma on real inputs, any loss; 0: off
     label_smoothing: float = 0.0  # one-sided: real targets become 1 - this (ganhacks)
     instance_noise: float = 0.0  # std of noise added to D's inputs, decaying linearly to 0
     augment: str = ""  # DiffAugment of D's inputs: "translation,cutout", a subset, or ""
-    # optimisation
-    steps: int = 2000  # generator steps
+    # optimisation; None: from the recipe, or (steps, lr_decay) from the dataset's kind
+    steps: int | None = None  # generator steps; None: IMAGE_STEPS, or TOY_STEPS on the 2-D toys
     batch_size: int = 64
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
+    optimizer: str | None = None  # adam or rmsprop
+    lr_g: float | None = None
+    lr_d: float | None = None
+    beta1: float | None = None  # Adam's betas
+    beta2: float | None = None
+    lr_decay: str | None = None  # none, or linear to 0 at the last step; None: linear on toys
     ema_decay: float = 0.999  # EMA of generator weights, exported and served; 0 disables
     # hardware
     device: str = "auto"
@@ -96,9 +140,15 @@ class TrainConfig:
         return cls(**data)
 
     def validate(self) -> None:
-        """Checks that need no data: one clear message naming the field."""
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        """Checks that need no data: one clear message naming the field. Fields still
+        None (to be resolved) pass."""
+        choices = (("recipe", tuple(RECIPES)), ("loss", LOSSES), ("optimizer", OPTIMIZERS),
+                   ("lr_decay", LR_DECAYS))
+        for name, allowed in choices:
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ValueError(f"{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
+                                 f"got {value!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         size = self.image_size
@@ -107,7 +157,7 @@ class TrainConfig:
                              f"{MAX_IMAGE_SIZE}, got {size}")
         positive = ("steps", "batch_size", "d_steps", "pack", "ngf", "ndf", "mlp_hidden")
         for name in positive:
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.batch_size % self.pack:
             raise ValueError(f"batch-size ({self.batch_size}) must be a multiple of pack ({self.pack})")
@@ -129,19 +179,23 @@ class TrainConfig:
         parse_augment(self.augment)
         if self.channels not in (None, 1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        for name in ("lr_g", "lr_d"):
-            if getattr(self, name) <= 0:
+        for name in ("lr_g", "lr_d", "clip", "gp_weight"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name.replace('_', '-')} must be above 0, got {getattr(self, name)}")
+        for name in ("beta1", "beta2"):
+            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 def resolve(config: TrainConfig) -> TrainConfig:
-    """Fill the fields left to be chosen from the dataset and the hardware."""
+    """Fill the fields left to be chosen from the recipe, the dataset and the hardware."""
     import torch
 
     from training.data import dataset_info
 
     config.validate()
     info = dataset_info(config.dataset)
+    config = with_recipe(config, toy=info.kind == "points")
     arch = config.arch or ("mlp" if info.kind == "points" else "dcgan")
     if config.conditional and not info.labelled:
         raise TrainingError(f"--conditional needs a labelled dataset; {config.dataset} has no labels")
@@ -167,9 +221,23 @@ def resolve(config: TrainConfig) -> TrainConfig:
     )
 
 
+def with_recipe(config: TrainConfig, toy: bool) -> TrainConfig:
+    """`config` with its recipe's settings in the objective and optimiser fields left None,
+    and the schedule of its kind of data (`toy`: the 2-D points) where none was given."""
+    recipe = config.recipe or DEFAULT_RECIPE
+    settings = {**RECIPES[recipe], **(TOY_RECIPES.get(recipe, {}) if toy else {})}
+    filled = {name: value for name, value in settings.items() if getattr(config, name) is None}
+    # On the toys the D updates are what is budgeted: 5 critic steps per G step, 1/5 the steps.
+    toy_steps = TOY_STEPS // (config.d_steps or filled["d_steps"])
+    return replace(config, recipe=recipe, **filled,
+                   steps=config.steps or (toy_steps if toy else IMAGE_STEPS),
+                   lr_decay=config.lr_decay or ("linear" if toy else "none"))
+
+
 def unresolved(config: TrainConfig) -> list[str]:
     """The fields `resolve` would still fill (empty for a resolved config)."""
-    left = [name for name in ("arch", "nz", "d_norm", "run_dir", "amp", "channels_last")
+    left = [name for name in ("arch", "nz", "d_norm", "run_dir", "amp", "channels_last",
+                              "recipe", "steps", "lr_decay", *RECIPE_FIELDS)
             if getattr(config, name) is None]
     return left + (["device"] if config.device == "auto" else []) + ([] if config.name else ["name"])
 
@@ -177,10 +245,12 @@ def unresolved(config: TrainConfig) -> list[str]:
 def resume_config(saved: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
     """The saved config of a run with the options given on the command line on top;
     an architecture option that differs from the run's is refused in one line."""
+    # Runs saved before recipes existed trained with Adam at constant learning rates.
+    saved = {"optimizer": "adam", "lr_decay": "none", **saved}
     changed = [f"--{name.replace('_', '-')} {given[name]} (the run has {saved.get(name)})"
-               for name in ARCHITECTURE_OPTIONS
+               for name in (*ARCHITECTURE_OPTIONS, "recipe")
                if name in given and given[name] != saved.get(name)]
     if changed:
-        raise TrainingError("a resumed run keeps its architecture and data; leave out "
+        raise TrainingError("a resumed run keeps its architecture, data and recipe; leave out "
                             + ", ".join(changed))
     return TrainConfig.from_dict({**saved, **given})

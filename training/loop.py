@@ -31,7 +31,7 @@ from training import losses
 from training.augment import augment, parse_augment
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, TrainingError, unresolved
-from training.data import load_dataset
+from training.data import PointsDataset, load_dataset
 from training.run import Run, model_spec
 
 log = logging.getLogger("dcgan.train")
@@ -58,14 +58,20 @@ class EpochBatches(torch.utils.data.Sampler):
                 f"the dataset has {size} samples, fewer than one batch of {batch_size * world}"
             )
 
-    def __iter__(self):
-        batch = self.skip
+    def index_batches(self, device: torch.device | None = None):
+        """The batches as index tensors (on `device`); one permutation drawn per epoch."""
+        batch, order, order_epoch = self.skip, None, -1
         while True:
             epoch, position = divmod(batch, self.per_epoch)
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch))
+            if epoch != order_epoch:
+                generator = torch.Generator().manual_seed(self.seed + epoch)
+                order, order_epoch = torch.randperm(self.size, generator=generator).to(device), epoch
             start = (position * self.world + self.rank) * self.batch_size
-            yield order[start:start + self.batch_size].tolist()
+            yield order[start:start + self.batch_size]
             batch += 1
+
+    def __iter__(self):
+        return (rows.tolist() for rows in self.index_batches())
 
     def __len__(self) -> int:  # infinite in truth; DataLoader only needs a number
         return 2**62
@@ -119,9 +125,8 @@ def _build(config: TrainConfig, device: torch.device, state: dict | None,
         generator.to(memory_format=torch.channels_last)
         discriminator.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(generator).eval().requires_grad_(False) if config.ema_decay > 0 else None
-    betas = (config.beta1, config.beta2)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=betas)
+    opt_g = _optimizer(config, generator, config.lr_g)
+    opt_d = _optimizer(config, discriminator, config.lr_d)
     if state is not None:
         generator.load_state_dict(state["generator"])
         discriminator.load_state_dict(state["discriminator"])
@@ -162,11 +167,35 @@ def _build(config: TrainConfig, device: torch.device, state: dict | None,
                num_classes=int(spec.get("num_classes", 0)), augments=parse_augment(config.augment))
 
 
+def _optimizer(config: TrainConfig, module: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The recipe's optimiser. The MLP's tensors are small enough that Adam's per-tensor
+    Python loop costs more than its arithmetic: the fused kernel does one pass."""
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(module.parameters(), lr=lr)
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=(config.beta1, config.beta2),
+                            fused=config.arch == "mlp" or None)
+
+
+def _decay_learning_rates(config: TrainConfig, gan: GAN, step: int) -> None:
+    """Rates for the step after `step` done, decaying linearly to 0 after the last one;
+    from the step alone, so a resume needs no scheduler state."""
+    scale = 1.0 - step / config.steps
+    for optimizer, lr in ((gan.opt_g, config.lr_g), (gan.opt_d, config.lr_d)):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * scale
+
+
 def _real_batches(dataset, config: TrainConfig, device: torch.device, step: int, rank: int,
                   world: int, num_classes: int):
     """An endless stream of (real, labels) on `device`, from the data position of `step`."""
     batches = EpochBatches(len(dataset), config.batch_size, config.seed,
                            skip=step * config.d_steps, rank=rank, world=world)
+    if isinstance(dataset, PointsDataset):
+        # Points in memory: index the tensor. A DataLoader would build each batch from 64
+        # single-point items and cost more than a step of the MLP.
+        points, labels = dataset.points.to(device), dataset.labels.to(device)
+        return ((points[rows], labels[rows] if num_classes else None)
+                for rows in batches.index_batches(device))
     # The loader's own generator: by default starting its iterator draws from the global
     # stream, just after a resume restored it, and the resumed run would drift.
     loader = torch.utils.data.DataLoader(
@@ -273,6 +302,8 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     run = Run(config, gan, state, device, rank, world, progress, evaluator)
     try:
         while step < config.steps:
+            if config.lr_decay == "linear":
+                _decay_learning_rates(config, gan, step)
             # Discriminator: k steps, each on its own real batch and fresh latents (Algorithm 1).
             for k in range(config.d_steps):
                 real, labels = next(real_batches)

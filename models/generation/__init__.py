@@ -8,10 +8,11 @@ through it, so the same request gives the same bytes everywhere:
     images = generator.generate(plan.latents, plan.labels)        # (N, C, H, W) in [-1, 1]
     atomic_write("grid.png", grid_png(images))                    # pictures.py, files.py
 
-`store` names the model-store entries and finds the file a spec means. The way back
-and across: `image_input.read_image` turns PNG/JPEG bytes into the generator's input
-space as its training data was made, and `latent_space` opens a generator's sidecars
-(encoder, edit directions) and plans projections, edits and sums. Imports: numpy,
+`store` names the model-store entries, finds the file a spec means, and names what a
+service serves (`model_name`, `default_specs`). The way back and across:
+`image_input.read_image` turns PNG/JPEG bytes into the generator's input space as its
+training data was made, and `latent_space` opens a generator's sidecars (encoder, edit
+directions) and plans projections, edits and sums. Imports: numpy,
 onnxruntime (when a generator is opened), Pillow (for GIFs only), BentoML (for store
 look-ups only), `models.latent` and `models.card`; never torch, `training` or `service`.
 """
@@ -24,7 +25,6 @@ from models.generation.latent_space import (
     LatentSearch,
     LatentSpace,
     OnnxEncoder,
-    file_digest,
     open_latent_space,
     pixel_rms,
     plan_combine,
@@ -53,23 +53,29 @@ from models.generation.plan import (
     interpolation_labels,
     plan_interpolation,
     plan_sample,
+    plan_tensors,
     sample_labels,
 )
 from models.generation.store import (
     BUNDLED,
     DEFAULT_TAG,
+    PRETRAINED,
     STORE_FILE,
+    default_specs,
+    file_digest,
+    model_name,
     resolve_model,
     store_name,
 )
 
 __all__ = [
-    "BUNDLED", "DEFAULT_TAG", "Directions", "ImageLimits", "LatentSearch", "LatentSpace",
-    "OnnxEncoder", "file_digest", "open_latent_space", "pixel_rms", "plan_combine", "plan_edit",
-    "read_image", "search_latents", "sidecar_path", "DEVICES", "GIF_FRAME_MS", "GRID_PADDING", "STORE_FILE",
+    "BUNDLED", "DEFAULT_TAG", "DEVICES", "Directions", "GIF_FRAME_MS", "GRID_PADDING",
+    "ImageLimits", "LatentSearch", "LatentSpace", "OnnxEncoder", "PRETRAINED", "STORE_FILE",
     "GenerationError", "ModelLoadError", "OnnxGenerator", "Plan", "animated_gif",
     "atomic_write", "b64", "check_format", "check_label", "check_signature", "cpu_threads",
-    "encode_gif", "encode_png", "grid_png", "interpolation_labels", "plan_interpolation",
-    "plan_sample", "png_images", "resolve_model", "sample_labels", "store_name", "strip_png",
-    "tile", "to_uint8",
+    "default_specs", "encode_gif", "encode_png", "file_digest", "grid_png",
+    "interpolation_labels", "model_name", "open_latent_space", "pixel_rms", "plan_combine",
+    "plan_edit", "plan_interpolation", "plan_sample", "plan_tensors", "png_images",
+    "read_image", "resolve_model", "sample_labels", "search_latents", "sidecar_path",
+    "store_name", "strip_png", "tile", "to_uint8",
 ]

@@ -149,3 +149,38 @@ def _truncation(value: float | None) -> float | None:
     if value is not None and not value > 0:
         raise GenerationError("truncation", f"truncation must be above 0, got {value}")
     return value
+
+
+def plan_tensors(card: ModelCard, *, seeds: Sequence[int] | None = None,
+                 latents: np.ndarray | None = None, labels: Sequence[int] | None = None,
+                 truncation: float | None = None) -> Plan:
+    """A batch given as tensors (the Open Inference Protocol's inputs): `seeds` (their
+    latents, as `plan_sample` draws them, so a seed gives the pixels of /sample) or
+    `latents` (N, nz) (clipped to `truncation`), with one label per item or the label
+    rule's (seed % num_classes; latent vectors have no class, so a conditional model then
+    needs labels). Errors name the input: seed, z or label."""
+    if (seeds is None) == (latents is None):
+        raise GenerationError("seed", "give either seed or z")
+    if seeds is not None:
+        plan = plan_sample(card, seeds=seeds, truncation=truncation, format="array")
+    else:
+        latents = np.asarray(latents, np.float32)
+        if latents.ndim != 2 or latents.shape[1] != card.nz or not len(latents):
+            raise GenerationError("z", f"z must have shape [N, {card.nz}], got {list(latents.shape)}")
+        if not np.isfinite(latents).all():
+            raise GenerationError("z", "z must hold finite numbers only (no NaN or infinity)")
+        if card.num_classes and labels is None:
+            raise GenerationError("label", "label is required for a class-conditional model "
+                                  f"when z is given (0 to {card.num_classes - 1})")
+        _truncation(truncation)
+        latents = latents if truncation is None else lat.truncate(latents, truncation)
+        plan = Plan(latents, None)
+    if labels is None:
+        return plan
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    if len(labels) != len(plan.latents):
+        raise GenerationError("label", f"label must have one entry per item: {len(plan.latents)}, "
+                              f"got {len(labels)}")
+    for label in np.unique(labels):
+        check_label(int(label), card.num_classes)
+    return plan._replace(labels=labels)

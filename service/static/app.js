@@ -1,10 +1,12 @@
-// The page's logic: read /model, draw a grid from /sample, walk with /interpolate;
-// project two drawn digits with /project and walk between their latents; move a seed
-// along the directions of /directions (their weighted sum drawn by /combine).
-// Paths are relative so the page also works behind a path prefix.
+// The page's logic: list the models (/models), draw a grid from /sample and walk with
+// /interpolate for the model picked; for that model, project two drawn digits with
+// /project and walk between their latents, and move a seed along the directions of
+// /directions (their weighted sum drawn by /combine). Paths are relative so the page
+// also works behind a path prefix.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+let models = {};
 let walkFrames = [];
 let walkLabels = null;
 
@@ -17,6 +19,7 @@ async function post(path, body) {
   const headers = { "Content-Type": "application/json" };
   const token = $("token").value || sessionStorage.getItem("dcgan-token");
   if (token) headers.Authorization = "Bearer " + token;
+  body.model = $("model").value;
   const response = await fetch(path, { method: "POST", headers, body: JSON.stringify(body) });
   const data = await response.json().catch(() => ({ error: response.statusText }));
   if (!response.ok) throw new Error(data.error || response.statusText);
@@ -28,29 +31,52 @@ function png(b64) {
   return "data:image/png;base64," + b64;
 }
 
-async function loadModel() {
-  let info = await (await fetch("model")).json();
-  while (!info.ready) {
-    if (info.error) {
-      status("The model could not be loaded: " + info.error, true);
-      return false;
-    }
-    status("The model is loading…");
+// Wait for every model to load or fail, then fill the picker (the failed ones disabled).
+async function loadModels() {
+  let listing = await (await fetch("models")).json();
+  while (!listing.error && listing.models.some((m) => m.state === "loading")) {
+    status("The models are loading…");
     await new Promise((resolve) => setTimeout(resolve, 1000));
-    info = await (await fetch("model")).json();
+    listing = await (await fetch("models")).json();
   }
-  $("model-line").textContent =
-    `${info.name} (version ${info.version}, step ${info.card.step}) on ${info.providers[0]}`;
+  if (listing.error) {
+    status("The models could not be loaded: " + listing.error, true);
+    return false;
+  }
+  const info = await (await fetch("model")).json();
   $("auth").hidden = !info.auth_required;
   $("steps").max = info.limits.max_steps;
-  if (info.limits.num_classes > 0) {
-    $("label-box").hidden = false;
-    for (let k = 0; k < info.limits.num_classes; k++) {
-      $("label").add(new Option(String(k), String(k)));
+  models = Object.fromEntries(listing.models.map((m) => [m.name, m]));
+  $("model").replaceChildren(...listing.models.map((m) => {
+    const option = new Option(m.state === "failed" ? `${m.name} (not loaded)` : m.name, m.name);
+    option.disabled = m.state !== "ready";
+    option.selected = m.name === listing.default;
+    return option;
+  }));
+  if (models[listing.default].state !== "ready") {
+    const ready = listing.models.find((m) => m.state === "ready");
+    if (!ready) {
+      status("No model could be loaded: " + listing.models.map((m) => `${m.name}: ${m.error}`).join("; "), true);
+      return false;
     }
+    $("model").value = ready.name;
   }
-  initLatentSpace(info);
+  showModel();
+  await initLatentSpace();
   return true;
+}
+
+// The picked model's line, card link and class selector (conditional models only).
+function showModel() {
+  const m = models[$("model").value];
+  const shape = m.output_shape.join("x");
+  $("model-line").textContent =
+    `version ${m.version}, step ${m.card.step}, ${shape} on ${m.providers[0]}` +
+    (m.num_classes ? `, ${m.num_classes} classes` : ", unconditional");
+  $("card-link").href = "model?name=" + encodeURIComponent(m.name);
+  $("label-box").hidden = !m.num_classes;
+  $("label").replaceChildren(new Option("per seed", ""),
+    ...m.classes.map((k) => new Option(String(k), String(k))));
 }
 
 async function drawGrid(event) {
@@ -70,7 +96,8 @@ async function drawGrid(event) {
       img.dataset.seed = data.seeds[k];
       return img;
     }));
-    status(`Seeds ${data.seeds[0]} to ${data.seeds[data.seeds.length - 1]}.`);
+    grid.dataset.model = data.model.name;
+    status(`${data.model.name}: seeds ${data.seeds[0]} to ${data.seeds[data.seeds.length - 1]}.`);
   } catch (err) {
     status(err.message, true);
   }
@@ -111,17 +138,32 @@ async function walk(event) {
 // --- the latent space: projection, the walk between two digits, directions ---------------
 
 let projected = null;  // the latents of the last projection
+let morphFrames = [];  // the walk between the two projected digits
 let directions = [];   // the first SeFa directions: {name, vector}
 
-function initLatentSpace(info) {
-  if (info.encoder) {
-    $("project-section").hidden = false;
+let padsReady = false;
+
+// The picked model's encoder and directions (GET /model?name=): show what it has.
+async function initLatentSpace() {
+  const name = $("model").value;
+  const info = await (await fetch("model?name=" + encodeURIComponent(name))).json();
+  if (name !== $("model").value) return;  // another model was picked meanwhile
+  projected = null;
+  morphFrames = [];
+  directions = [];
+  $("edit-projected").checked = false;
+  $("edit-projected").disabled = true;
+  $("morph-slider").disabled = true;
+  $("projections").replaceChildren();
+  $("project-section").hidden = !info.encoder;
+  if (info.encoder && !padsReady) {
     for (const pad of document.querySelectorAll(".pad")) initPad(pad);
+    padsReady = true;
   }
-  if (info.directions && info.directions.length) {
-    $("directions-section").hidden = false;
-    loadDirections();
-  }
+  const hasDirections = Boolean(info.directions && info.directions.length);
+  $("directions-section").hidden = !hasDirections;
+  $("direction-sliders").replaceChildren();
+  if (hasDirections) await loadDirections(name);
 }
 
 function initPad(pad) {
@@ -209,7 +251,6 @@ async function projectAndWalk(event) {
   }
 }
 
-let morphFrames = [];
 
 function showMorph() {
   const k = Number($("morph-slider").value);
@@ -219,9 +260,9 @@ function showMorph() {
   $("morph-label").textContent = `frame ${k + 1} / ${morphFrames.length}`;
 }
 
-async function loadDirections() {
-  const response = await fetch("directions");
-  if (!response.ok) return;
+async function loadDirections(name) {
+  const response = await fetch("directions?model=" + encodeURIComponent(name));
+  if (!response.ok || name !== $("model").value) return;
   const data = await response.json();
   directions = data.sefa.slice(0, 4);
   $("direction-sliders").replaceChildren(...directions.map((d) => {
@@ -264,17 +305,24 @@ $("morph-slider").addEventListener("input", showMorph);
 $("edit-form").addEventListener("change", drawEdit);
 $("edit-form").addEventListener("submit", (e) => { e.preventDefault(); drawEdit(); });
 
+async function drawAll() {
+  await drawGrid();
+  await walk();
+}
+
 $("sample-form").addEventListener("submit", drawGrid);
 $("walk-form").addEventListener("submit", walk);
 $("slider").addEventListener("input", showFrame);
+$("model").addEventListener("change", async () => {
+  showModel();
+  drawAll();
+  await initLatentSpace().catch((err) => status(err.message, true));
+});
 $("random").addEventListener("click", () => {
   $("seed").value = Math.floor(Math.random() * 1e9);
   drawGrid();
 });
 
-loadModel().then((ready) => {
-  if (ready) {
-    drawGrid();
-    walk();
-  }
+loadModels().then((ready) => {
+  if (ready) drawAll();
 }).catch((err) => status(err.message, true));

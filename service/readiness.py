@@ -1,0 +1,109 @@
+"""Readiness across the workers of one server: which models are loaded in every worker.
+
+`bentoml serve` runs `workers` processes behind one port and answers /readyz from
+whichever worker accepts the connection, with that worker's own `__is_ready__`. A pod of
+two workers would turn ready when the first one has loaded, and half of its requests
+would then get 503. So each worker publishes the models it has ready in a small file,
+and a worker reads as ready only when every worker's file lists every model.
+
+The files live in a directory of their own per server: the temporary directory, under
+the pid and start time of the server's supervisor (the workers' parent process), so two
+servers on one machine, or a container restarted in the same pod with the same pid,
+never read each other's files. A worker that dies leaves a file naming a dead pid,
+which counts as nothing ready, until its replacement (same worker index) writes its
+own. Outside `bentoml serve` (one process, no worker index) nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from models.generation import atomic_write
+
+
+def worker_count(service) -> int:
+    """How many workers `bentoml serve` runs for `service` (its `workers` setting,
+    BENTOML_CONFIG_OPTIONS included), as BentoML's own scheduler counts them."""
+    try:
+        from _bentoml_impl.server.allocator import ResourceAllocator
+
+        return max(1, int(ResourceAllocator().get_worker_env(service)[0]))
+    except Exception:  # not under a BentoML server, or another BentoML: one worker
+        return 1
+
+
+def server_directory() -> Path:
+    """This server's directory of worker files (see the module docstring)."""
+    parent = os.getppid()
+    try:
+        import psutil
+
+        started = int(psutil.Process(parent).create_time() * 1000)
+    except Exception:
+        started = 0
+    return Path(tempfile.gettempdir()) / "dcgan-ready" / f"{parent}-{started}"
+
+
+class WorkerReadiness:
+    """This worker's ready models, published for its siblings, and what they published.
+
+    `index` is BentoML's worker index (1..workers), None outside `bentoml serve`."""
+
+    def __init__(self, workers: int, index: int | None, directory: Path | None = None) -> None:
+        self.shared = index is not None and workers > 1
+        self.workers, self.index = workers, index
+        self.directory = directory or (server_directory() if self.shared else None)
+        self._mine: frozenset[str] = frozenset()
+        # Models load in threads of their own: one update and one write at a time, or a
+        # thread could write a list that misses what another has just added.
+        self._lock = threading.Lock()
+        self.publish(())  # a stale file of this index (a worker that died) is overwritten
+
+    def publish(self, ready: Iterable[str]) -> None:
+        """This worker has exactly `ready` ready."""
+        with self._lock:
+            self._write(frozenset(ready))
+
+    def add(self, name: str) -> None:
+        """One more model is ready in this worker."""
+        with self._lock:
+            self._write(self._mine | {name})
+
+    def _write(self, ready: frozenset[str]) -> None:
+        self._mine = ready
+        if self.shared:
+            body = json.dumps({"pid": os.getpid(), "ready": sorted(ready)}).encode()
+            atomic_write(self._file(self.index), body)
+
+    def ready_everywhere(self) -> frozenset[str]:
+        """The models ready in every worker."""
+        ready = self._mine
+        if not self.shared:
+            return ready
+        for k in range(1, self.workers + 1):
+            if k != self.index:
+                ready = ready & self._read(k)
+        return ready
+
+    def _file(self, k: int) -> Path:
+        return self.directory / f"worker-{k}.json"
+
+    def _read(self, k: int) -> frozenset[str]:
+        try:
+            data = json.loads(self._file(k).read_text())
+            os.kill(int(data["pid"]), 0)  # ProcessLookupError: that worker is gone
+            return frozenset(data["ready"])
+        except PermissionError:  # alive, another user's process: trust the file
+            return frozenset(data["ready"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return frozenset()
+
+    def withdraw(self) -> None:
+        """At shutdown: this worker serves nothing any more."""
+        if self.shared:
+            self._file(self.index).unlink(missing_ok=True)
