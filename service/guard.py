@@ -125,17 +125,20 @@ class RequestGuard:
 
     `routes` maps each guarded path to its request model (the infer routes are always
     guarded); `token` (None or empty: no token needed) and `max_body_bytes` come from
-    the settings; `on_reject(endpoint, reason, model)` is told about every refusal and
+    the settings; `uploads` maps paths that take pictures to their own body limit, and
+    there a multipart/form-data body passes on unparsed (after the token and size
+    checks) for the endpoint to read; `on_reject(endpoint, reason, model)` is told about every refusal and
     `on_request(endpoint, model, status, seconds)` about every request; `model_label`
     maps the model a request names (None: none named) to its metric label."""
 
     def __init__(self, app, *, routes: Mapping[str, type[BaseModel]], max_body_bytes: int,
-                 token: str | None = None,
+                 token: str | None = None, uploads: Mapping[str, int] | None = None,
                  on_reject: Callable[[str, str, str], None] | None = None,
                  on_request: Callable[[str, str, int, float], None] | None = None,
                  model_label: Callable[[str | None], str] | None = None) -> None:
         self.app = app
         self.routes = dict(routes)
+        self.uploads = dict(uploads or {})
         self.token = (token or "").encode()
         self.max_body_bytes = max_body_bytes
         self.on_reject = on_reject or (lambda endpoint, reason, model: None)
@@ -161,15 +164,15 @@ class RequestGuard:
             await send(message)
 
         try:
-            await self._guard(scope, receive, recording_send, endpoint, model, labelled)
+            await self._guard(scope, receive, recording_send, path, endpoint, model, labelled)
         except asyncio.CancelledError:  # BentoML's request timeout cancels the request
             status[0] = 504
             raise
         finally:
             self.on_request(endpoint, labelled["model"], status[0], time.perf_counter() - start)
 
-    async def _guard(self, scope, receive, send, endpoint: str, model: type[BaseModel] | None,
-                     labelled: dict[str, str]) -> None:
+    async def _guard(self, scope, receive, send, path: str, endpoint: str,
+                     model: type[BaseModel] | None, labelled: dict[str, str]) -> None:
         """Check the request for `endpoint` (request model `model`; None: an infer route,
         token and size only), answer a refusal, or hand it on."""
         raw_headers = list(scope.get("headers") or [])
@@ -195,14 +198,17 @@ class RequestGuard:
             if token is None or not hmac.compare_digest(token, self.token):
                 return await refuse(401, "unauthorized", "a bearer token is required: "
                                     "send the header 'Authorization: Bearer <token>'")
-        limit = self.max_body_bytes
+        limit = self.uploads.get(path, self.max_body_bytes)
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return await refuse(413, "too_large", f"request body: at most {limit} bytes")
         content_type = headers.get(b"content-type", b"application/json").split(b";")[0]
-        if model is not None and content_type.strip().lower() not in (b"application/json", b""):
+        content_type = content_type.strip().lower()
+        upload = content_type == b"multipart/form-data" and path in self.uploads
+        if model is not None and content_type not in (b"application/json", b"") and not upload:
+            also = " or a multipart/form-data upload" if path in self.uploads else ""
             return await refuse(415, "unsupported_media_type",
-                                "request body: send JSON with 'Content-Type: application/json'")
+                                f"request body: send JSON with 'Content-Type: application/json'{also}")
         body = bytearray()
         while True:  # read it all (bounded), then hand BentoML the same bytes
             message = await receive()
@@ -214,6 +220,9 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         if model is None:  # an infer route: its handler parses the (maybe binary) body
+            return await self.app(scope, _replay(body, receive), send)
+        if upload:  # a picture upload: the endpoint reads the form (and its model)
+            labelled["model"] = self.model_label(_form_model(body))
             return await self.app(scope, _replay(body, receive), send)
         try:
             data = parse_json(bytes(body))
@@ -237,6 +246,17 @@ class RequestGuard:
                                           for k, v in raw_headers]}
 
         await self.app(scope, _replay(body or b"{}", receive), send)
+
+
+# The `model` field of a multipart upload, for the metric label only (the endpoint reads
+# the form itself).
+FORM_MODEL = re.compile(rb'content-disposition:[ \t]*form-data;[ \t]*name="model"\r\n'
+                        rb'(?:[^\r\n]*\r\n)*?\r\n([^\r\n]{1,128})\r\n', re.IGNORECASE)
+
+
+def _form_model(body: bytes | bytearray) -> str | None:
+    found = FORM_MODEL.search(body)
+    return found.group(1).decode("utf-8", "replace") if found else None
 
 
 def _replay(body: bytes | bytearray, receive):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,8 @@ class Served:
     digest: str | None = None
     generator: OnnxGenerator | None = None
     batcher: Batcher | None = None
+    # the generator's encoder and edit directions (its sidecars), once it has loaded
+    latent: gen.LatentSpace = field(default_factory=gen.LatentSpace)
 
     @property
     def card(self):
@@ -138,6 +140,7 @@ class Registry:
             logger.error("cannot serve a generator: %s: %s", served.name, served.error)
             return
         card = generator.card
+        served.latent = gen.open_latent_space(served.path, card, threads=s.ort_threads)
         logger.info(
             "serving %s (%s, version %s, step %d, %s) from %s with providers %s; batching %s",
             served.name, card.name, generator.version, card.step,

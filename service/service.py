@@ -1,11 +1,13 @@
 """The BentoML service: `bentoml serve service.service:DCGAN`.
 
 Endpoints: POST /sample and POST /interpolate (generation, behind the optional bearer
-token; each may name its `model`), GET /models (every generator served: name, version,
-digest, shape, classes, card summary, readiness), GET /model[?name=] (one model's card,
-providers, limits), GET / (a small web page), GET /docs (OpenAPI UI; the document is
-/docs.json), the Open Inference Protocol under /v2 (service/oip.py), and BentoML's
-/livez, /readyz, /metrics.
+token; each may name its `model`), POST /project, /edit, /combine and GET
+/directions[?model=] (the latent space, each model's own sidecars, handled in
+service/latent_space.py), GET /models (every generator served: name, version, digest,
+shape, classes, card summary, readiness), GET /model[?name=] (one model's card,
+providers, limits, encoder and directions), GET / (a small web page), GET /docs
+(OpenAPI UI; the document is /docs.json), the Open Inference Protocol under /v2
+(service/oip.py), and BentoML's /livez, /readyz, /metrics.
 
 Settings: the DCGAN_* environment variables, all in service/settings.py (and the
 README's table), read once when this module is imported. They shape the request models
@@ -43,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
-import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
@@ -52,10 +53,13 @@ from starlette.staticfiles import StaticFiles
 
 from models import generation as gen
 from models.generation import GenerationError
-from service import metrics, oip
+from service import latent_space, metrics, oip
 from service.guard import RequestGuard, error_body
 from service.readiness import WorkerReadiness, worker_count
 from service.registry import Registry, Served, ServeError, known_names
+from service.responses import b64_pngs as _pngs
+from service.responses import labels_field as _labels_field
+from service.responses import model_field as _model_field
 from service.runtime import Overloaded, offload
 from service.schemas import (
     InterpolateResponse,
@@ -84,6 +88,7 @@ def read_settings(environ=os.environ) -> tuple[Settings, SettingsError | None]:
 SETTINGS, SETTINGS_ERROR = read_settings()
 LIMITS = SETTINGS.limits
 SampleRequest, InterpolateRequest = request_models(LIMITS)
+ProjectRequest, EditRequest, CombineRequest = latent_space.request_models(LIMITS)
 
 
 @bentoml.service(traffic={"timeout": 60})
@@ -129,9 +134,12 @@ class DCGAN:
         body.update(name=served.name, ready=served.name in registry.ready_everywhere(),
                     error=served.error, version=served.version, digest=served.digest)
         if (g := served.generator) is not None:
-            card = g.card
+            card, space = g.card, served.latent
             body["batching"]["inline_images"] = served.batcher.inline_images
-            body.update(file=g.path.name, providers=g.providers, card=card.to_dict())
+            body.update(file=g.path.name, providers=g.providers, card=card.to_dict(),
+                        encoder=space.encoder is not None,
+                        directions=space.directions.names if space.directions else [],
+                        sidecar_problems=space.problems)
             body["limits"].update(
                 max_n=LIMITS.max_images(card.output_shape), nz=card.nz,
                 num_classes=card.num_classes,
@@ -155,6 +163,32 @@ class DCGAN:
         them. Formats: frames (base64 PNGs), png (one strip), gif, array."""
         req = InterpolateRequest.model_construct(**params)
         return await self._serve("interpolate", self._interpolate, req)
+
+    @bentoml.api(route="/edit", input_spec=EditRequest)
+    async def edit(self, **params: Any) -> Any:
+        """Move a seed or latent along a direction (`direction`, from GET /directions, or
+        `from_class` -> `to_class`), one frame per strength. Formats as /interpolate."""
+        req = EditRequest.model_construct(**params)
+        return await self._serve("edit", self._edit, req)
+
+    @bentoml.api(route="/combine", input_spec=CombineRequest)
+    async def combine(self, **params: Any) -> Any:
+        """The image of a weighted sum of seeds and latents (`terms`). Formats: json
+        (base64 PNG and the latent), png, array."""
+        req = CombineRequest.model_construct(**params)
+        return await self._serve("combine", self._combine, req)
+
+    async def _project(self, served: Served, req: latent_space.Pictures) -> tuple[Response, int]:
+        return await latent_space.project(served, req, space=served.latent,
+                                          generate=served.batcher.generate)
+
+    async def _edit(self, served: Served, req) -> tuple[Response, int]:
+        return await latent_space.edit(served, req, space=served.latent,
+                                       generate=served.batcher.generate)
+
+    async def _combine(self, served: Served, req) -> tuple[Response, int]:
+        return await latent_space.combine(served, req, space=served.latent,
+                                          generate=served.batcher.generate)
 
     async def _serve(self, endpoint: str, handler, req) -> Response:
         """Route `req` to the model it names (`req.model`; None: the default) and run
@@ -226,20 +260,6 @@ class DCGAN:
         return JSONResponse(body), n
 
 
-# --- helpers ---------------------------------------------------------------------------
-
-def _pngs(images: np.ndarray) -> list[str]:
-    return [gen.b64(png) for png in gen.png_images(images)]
-
-
-def _labels_field(labels: np.ndarray | None) -> dict[str, Any]:
-    return {} if labels is None else {"labels": labels.tolist()}
-
-
-def _model_field(served: Served) -> dict[str, Any]:
-    return {"name": served.name, "version": served.version, "step": served.card.step}
-
-
 # --- web page, /model and /docs (GET routes beside BentoML's POST APIs) -----------------
 
 async def _page(_: Request) -> Response:
@@ -251,6 +271,30 @@ async def _model(request: Request) -> Response:
         return JSONResponse(bentoml.get_current_service().info(request.query_params.get("name")))
     except ServeError as exc:
         return JSONResponse(error_body(str(exc), exc.field), status_code=exc.status)
+
+
+async def _project(request: Request) -> Response:
+    """POST /project: JSON or a multipart upload, read here (service/latent_space.py)."""
+    service = bentoml.get_current_service()
+    try:
+        pictures = await latent_space.read_pictures(request, ProjectRequest)
+    except GenerationError as exc:
+        metrics.count_rejected("project", "invalid", "")
+        return JSONResponse(error_body(str(exc), exc.field), status_code=400)
+    return await service._serve("project", service._project, pictures)
+
+
+async def _directions(request: Request) -> Response:
+    """GET /directions[?model=|?name=]: one model's edit directions (absent: the default)."""
+    registry = bentoml.get_current_service().registry
+    name = request.query_params.get("model") or request.query_params.get("name")
+    try:
+        served = registry.serving(name)
+        return JSONResponse(latent_space.directions_body(served, served.latent))
+    except ServeError as exc:
+        return JSONResponse(error_body(str(exc), exc.field), status_code=exc.status)
+    except GenerationError as exc:
+        return JSONResponse(error_body(str(exc), exc.field), status_code=404)
 
 
 async def _models(_: Request) -> Response:
@@ -277,6 +321,8 @@ DCGAN.mount_asgi_app(
         Route("/", _page),
         Route("/model", _model),
         Route("/models", _models),
+        Route("/project", _project, methods=["POST"]),
+        Route("/directions", _directions),
         Route("/docs", _docs),
         *oip.routes(),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -284,7 +330,10 @@ DCGAN.mount_asgi_app(
     path="/",
 )
 DCGAN.add_asgi_middleware(
-    RequestGuard, routes={"/sample": SampleRequest, "/interpolate": InterpolateRequest},
+    RequestGuard, routes={"/sample": SampleRequest, "/interpolate": InterpolateRequest,
+                          "/edit": EditRequest, "/combine": CombineRequest,
+                          "/project": ProjectRequest},
+    uploads={"/project": latent_space.LATENT_LIMITS.max_upload_bytes},
     max_body_bytes=LIMITS.max_body_bytes, token=SETTINGS.api_token,
     on_reject=metrics.count_rejected, on_request=metrics.observe_request,
     model_label=known_names(_current_registry),

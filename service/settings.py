@@ -72,8 +72,8 @@ class Settings:
         meaning="deprecated: one generator, as `DCGAN_MODELS` with one entry; not with it")
     api_token: str | None = _setting(
         "DCGAN_API_TOKEN", None, accepts="printable ASCII without spaces", secret=True,
-        meaning="when set, `/sample` and `/interpolate` need "
-                "`Authorization: Bearer <token>`")
+        meaning="when set, `/sample`, `/interpolate`, `/project`, `/edit` and `/combine` "
+                "need `Authorization: Bearer <token>`")
     device: str = _setting(
         "DCGAN_DEVICE", "auto", choices=("auto", "cpu", "cuda"),
         meaning="where ONNX Runtime runs; `auto`: the GPU when there is one")

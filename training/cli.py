@@ -27,6 +27,7 @@ from rich.markup import escape
 
 from models.generation.pictures import GIF_FRAME_MS
 from training.evaluate.cli import evaluate_command
+from training.latent_cli import register as register_latent_commands
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -176,10 +177,12 @@ def export(
     register: bool = typer.Option(False, "--register", help="Also add it to the BentoML model store as dcgan-<name>."),
     quality: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Measure quality (dcgan evaluate) into the card first."),
     data_root: Path | None = typer.Option(None, help="Where the training data is now, if it moved [the run's own]."),
+    directions: bool = typer.Option(True, "--directions/--no-directions", help="Write its edit directions beside it: SeFa, and class means when it evaluates."),
 ) -> None:
-    """Export a generator to ONNX with its model card, after a parity check."""
+    """Export a generator to ONNX with its model card, after a parity check; its edit
+    directions and the run's encoder (`dcgan train-encoder RUN`) go beside it."""
     from training.checkpoint import load_torch_generator
-    from training.export import export_onnx, register_model
+    from training.export import export_onnx, export_sidecars, register_model
 
     if out_path is not None and out_path.suffix != ".onnx":
         raise ValueError(f"--out must name a .onnx file, got {out_path}")
@@ -210,6 +213,8 @@ def export(
     out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {card.weights} weights, step {card.step}); "
               f"max |onnxruntime - torch| = {card.quality['onnx_max_abs_error']:.2e} "
               f"({card.quality['onnx_parity']['checked']})")
+    for line in export_sidecars(generator, card, source, path, directions=directions, classes=quality):
+        out.print(line, highlight=False)
     if register:
         out.print(f"registered {register_model(path, card)}")
 
@@ -276,6 +281,7 @@ def interpolate(
 
 
 app.command("evaluate")(clean_errors(evaluate_command))
+register_latent_commands(app, clean_errors)
 
 
 @app.command()

@@ -19,7 +19,7 @@ import onnx
 import torch
 
 from models.card import ModelCard
-from models.generation import STORE_FILE, atomic_write, store_name
+from models.generation import STORE_FILE, atomic_write, sidecar_path, store_name
 
 OPSET = 18
 PARITY_TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
@@ -147,9 +147,41 @@ def read_card(path: str | Path) -> ModelCard:
     return ModelCard.from_metadata(props, source=str(path))
 
 
+def export_sidecars(generator: torch.nn.Module, card: ModelCard, source: str | Path,
+                    onnx_path: str | Path, directions: bool = True,
+                    classes: bool = True) -> list[str]:
+    """Beside a freshly exported file: its edit directions (class means too when
+    `classes`: they need the evaluation classifier), and the run's encoder when
+    `dcgan train-encoder` trained one for these very weights (step and EMA/raw).
+    Returns one line per file written or skipped."""
+    lines = []
+    if directions:
+        from training.directions import compute_directions, write_directions
+
+        path = write_directions(compute_directions(generator, card, classes=classes), onnx_path)
+        lines.append(f"wrote {path}")
+    run = Path(source) if Path(source).is_dir() else Path(source).parent
+    if (run / "encoder.pt").is_file():
+        from training.encoder import export_encoder, load_encoder
+
+        encoder, report = load_encoder(run / "encoder.pt")
+        if (report.get("step"), report.get("weights")) != (card.step, card.weights):
+            lines.append(f"not carrying {run / 'encoder.pt'}: it was trained for step "
+                         f"{report.get('step')} ({report.get('weights')} weights), this export is "
+                         f"step {card.step} ({card.weights}); train it again")
+        else:
+            path, error = export_encoder(encoder, card, onnx_path, report)
+            lines.append(f"wrote {path} (max |onnxruntime - torch| = {error:.1e})")
+    else:
+        stale = sidecar_path(onnx_path, "encoder")
+        if stale.is_file():  # an encoder of the file this export replaced would be refused
+            stale.unlink()
+    return lines
+
+
 def register_model(onnx_path: str | Path, card: ModelCard, name: str | None = None) -> str:
     """Copy an exported file into the BentoML model store as `dcgan-<name>` (the name
-    the service looks up); returns the tag."""
+    the service looks up), with its sidecars (encoder, directions); returns the tag."""
     import shutil
 
     import bentoml
@@ -161,4 +193,8 @@ def register_model(onnx_path: str | Path, card: ModelCard, name: str | None = No
     metadata = {"card": json.dumps(card.to_dict())}
     with bentoml.models.create(tag_name, labels=labels, metadata=metadata) as model:
         shutil.copyfile(onnx_path, model.path_of(STORE_FILE))
+        for kind in ("encoder", "latent"):
+            if sidecar_path(onnx_path, kind).is_file():
+                shutil.copyfile(sidecar_path(onnx_path, kind),
+                                sidecar_path(model.path_of(STORE_FILE), kind))
     return str(model.tag)

@@ -9,13 +9,29 @@ through it, so the same request gives the same bytes everywhere:
     atomic_write("grid.png", grid_png(images))                    # pictures.py, files.py
 
 `store` names the model-store entries, finds the file a spec means, and names what a
-service serves (`model_name`, `default_specs`). Imports: numpy,
+service serves (`model_name`, `default_specs`). The way back and across:
+`image_input.read_image` turns PNG/JPEG bytes into the generator's input space as its
+training data was made, and `latent_space` opens a generator's sidecars (encoder, edit
+directions) and plans projections, edits and sums. Imports: numpy,
 onnxruntime (when a generator is opened), Pillow (for GIFs only), BentoML (for store
 look-ups only), `models.latent` and `models.card`; never torch, `training` or `service`.
 """
 
 from models.generation.errors import GenerationError, ModelLoadError
 from models.generation.files import atomic_write
+from models.generation.image_input import ImageLimits, read_image
+from models.generation.latent_space import (
+    Directions,
+    LatentSearch,
+    LatentSpace,
+    OnnxEncoder,
+    open_latent_space,
+    pixel_rms,
+    plan_combine,
+    plan_edit,
+    search_latents,
+    sidecar_path,
+)
 from models.generation.onnx_generator import DEVICES, OnnxGenerator, check_signature, cpu_threads
 from models.generation.pictures import (
     GIF_FRAME_MS,
@@ -53,11 +69,13 @@ from models.generation.store import (
 )
 
 __all__ = [
-    "BUNDLED", "DEFAULT_TAG", "DEVICES", "GIF_FRAME_MS", "GRID_PADDING", "PRETRAINED",
-    "STORE_FILE", "GenerationError", "ModelLoadError", "OnnxGenerator", "Plan", "animated_gif",
+    "BUNDLED", "DEFAULT_TAG", "DEVICES", "Directions", "GIF_FRAME_MS", "GRID_PADDING",
+    "ImageLimits", "LatentSearch", "LatentSpace", "OnnxEncoder", "PRETRAINED", "STORE_FILE",
+    "GenerationError", "ModelLoadError", "OnnxGenerator", "Plan", "animated_gif",
     "atomic_write", "b64", "check_format", "check_label", "check_signature", "cpu_threads",
     "default_specs", "encode_gif", "encode_png", "file_digest", "grid_png",
-    "interpolation_labels", "model_name", "plan_interpolation", "plan_sample", "plan_tensors",
-    "png_images", "resolve_model", "sample_labels", "store_name", "strip_png", "tile",
-    "to_uint8",
+    "interpolation_labels", "model_name", "open_latent_space", "pixel_rms", "plan_combine",
+    "plan_edit", "plan_interpolation", "plan_sample", "plan_tensors", "png_images",
+    "read_image", "resolve_model", "sample_labels", "search_latents", "sidecar_path",
+    "store_name", "strip_png", "tile", "to_uint8",
 ]

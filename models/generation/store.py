@@ -50,9 +50,11 @@ def _default_first(names: list[str]) -> list[str]:
 
 
 def default_specs() -> list[str]:
-    """Every bundled generator file, else every `dcgan-*:latest` in the model store;
-    the default generator first. ModelLoadError when there is none."""
-    bundled = [str(p) for p in PRETRAINED.glob(f"{STORE_PREFIX}*.onnx") if p.is_file()]
+    """Every bundled generator file (not a generator's encoder sidecar, `*.encoder.onnx`),
+    else every `dcgan-*:latest` in the model store; the default generator first.
+    ModelLoadError when there is none."""
+    bundled = [str(p) for p in PRETRAINED.glob(f"{STORE_PREFIX}*.onnx")
+               if p.is_file() and not p.name.endswith(".encoder.onnx")]
     if bundled:
         return _default_first(bundled)
     import bentoml

@@ -1,6 +1,8 @@
 // The page's logic: list the models (/models), draw a grid from /sample and walk with
-// /interpolate for the model picked. Paths are relative so the page also works behind a
-// path prefix.
+// /interpolate for the model picked; for that model, project two drawn digits with
+// /project and walk between their latents, and move a seed along the directions of
+// /directions (their weighted sum drawn by /combine). Paths are relative so the page
+// also works behind a path prefix.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -60,6 +62,7 @@ async function loadModels() {
     $("model").value = ready.name;
   }
   showModel();
+  await initLatentSpace();
   return true;
 }
 
@@ -132,6 +135,176 @@ async function walk(event) {
   }
 }
 
+// --- the latent space: projection, the walk between two digits, directions ---------------
+
+let projected = null;  // the latents of the last projection
+let morphFrames = [];  // the walk between the two projected digits
+let directions = [];   // the first SeFa directions: {name, vector}
+
+let padsReady = false;
+
+// The picked model's encoder and directions (GET /model?name=): show what it has.
+async function initLatentSpace() {
+  const name = $("model").value;
+  const info = await (await fetch("model?name=" + encodeURIComponent(name))).json();
+  if (name !== $("model").value) return;  // another model was picked meanwhile
+  projected = null;
+  morphFrames = [];
+  directions = [];
+  $("edit-projected").checked = false;
+  $("edit-projected").disabled = true;
+  $("morph-slider").disabled = true;
+  $("projections").replaceChildren();
+  $("project-section").hidden = !info.encoder;
+  if (info.encoder && !padsReady) {
+    for (const pad of document.querySelectorAll(".pad")) initPad(pad);
+    padsReady = true;
+  }
+  const hasDirections = Boolean(info.directions && info.directions.length);
+  $("directions-section").hidden = !hasDirections;
+  $("direction-sliders").replaceChildren();
+  if (hasDirections) await loadDirections(name);
+}
+
+function initPad(pad) {
+  const ctx = pad.getContext("2d");
+  clearPad(pad);
+  let drawing = false;
+  const at = (e) => {
+    const r = pad.getBoundingClientRect();
+    return [(e.clientX - r.left) * pad.width / r.width, (e.clientY - r.top) * pad.height / r.height];
+  };
+  pad.addEventListener("pointerdown", (e) => {
+    drawing = true;
+    pad.setPointerCapture(e.pointerId);
+    ctx.beginPath();
+    ctx.moveTo(...at(e));
+  });
+  pad.addEventListener("pointermove", (e) => {
+    if (!drawing) return;
+    ctx.lineTo(...at(e));
+    ctx.stroke();
+  });
+  pad.addEventListener("pointerup", () => { drawing = false; });
+}
+
+function clearPad(pad) {
+  const ctx = pad.getContext("2d");
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  ctx.strokeStyle = "#fff";
+  ctx.lineWidth = 14;
+  ctx.lineCap = ctx.lineJoin = "round";
+}
+
+function loadPicture(pad, file) {
+  const img = new Image();
+  img.onload = () => {
+    clearPad(pad);
+    pad.getContext("2d").drawImage(img, 0, 0, pad.width, pad.height);
+    URL.revokeObjectURL(img.src);
+  };
+  img.src = URL.createObjectURL(file);
+}
+
+function padBase64(pad) {
+  return pad.toDataURL("image/png").split(",")[1];
+}
+
+function figure(src, caption) {
+  const fig = document.createElement("figure");
+  const img = document.createElement("img");
+  img.src = src;
+  img.alt = caption;
+  const cap = document.createElement("figcaption");
+  cap.textContent = caption;
+  fig.append(img, cap);
+  return fig;
+}
+
+async function projectAndWalk(event) {
+  if (event) event.preventDefault();
+  status("Projecting…");
+  try {
+    const pads = [$("pad-a"), $("pad-b")];
+    const data = await post("project", {
+      images: pads.map(padBase64), search: Number($("search").value),
+    });
+    projected = data.latents;
+    $("projections").replaceChildren(...data.inputs.flatMap((input, k) => [
+      figure(png(input), `digit ${k + 1} as the model sees it`),
+      figure(png(data.reconstructions[k]), `its reconstruction (RMS ${data.distances[k].toFixed(3)})`),
+    ]));
+    $("edit-projected").disabled = false;
+    const walkData = await post("interpolate", {
+      start: projected[0], end: projected[1], steps: Number($("morph-steps").value), format: "frames",
+    });
+    morphFrames = walkData.frames;
+    $("morph-slider").max = morphFrames.length - 1;
+    $("morph-slider").value = 0;
+    $("morph-slider").disabled = false;
+    showMorph();
+    status(`Projected 2 digits (pixel RMS ${data.distances.map((d) => d.toFixed(3)).join(", ")}); ` +
+           `${morphFrames.length} frames between them.`);
+  } catch (err) {
+    status(err.message, true);
+  }
+}
+
+
+function showMorph() {
+  const k = Number($("morph-slider").value);
+  if (!morphFrames.length) return;
+  $("morph-frame").src = png(morphFrames[k]);
+  $("morph-frame").alt = `frame ${k + 1} of ${morphFrames.length}`;
+  $("morph-label").textContent = `frame ${k + 1} / ${morphFrames.length}`;
+}
+
+async function loadDirections(name) {
+  const response = await fetch("directions?model=" + encodeURIComponent(name));
+  if (!response.ok || name !== $("model").value) return;
+  const data = await response.json();
+  directions = data.sefa.slice(0, 4);
+  $("direction-sliders").replaceChildren(...directions.map((d) => {
+    const label = document.createElement("label");
+    label.textContent = `${d.name} (eigenvalue ${d.eigenvalue.toFixed(2)})`;
+    const input = document.createElement("input");
+    Object.assign(input, { type: "range", min: -6, max: 6, step: 0.5, value: 0, id: `slider-${d.name}` });
+    input.addEventListener("change", drawEdit);
+    label.append(input);
+    return label;
+  }));
+  drawEdit();
+}
+
+async function drawEdit() {
+  const usingProjection = $("edit-projected").checked && projected;
+  const start = usingProjection ? { latent: projected[0] } : { seed: Number($("edit-seed").value) };
+  const amounts = directions.map((d) => Number($(`slider-${d.name}`).value));
+  const terms = [{ ...start, weight: 1 },
+    ...directions.map((d, k) => ({ latent: d.vector, weight: amounts[k] })).filter((t) => t.weight !== 0)];
+  try {
+    const data = await post("combine", { terms, format: "json" });
+    $("edit-frame").src = png(data.image);
+    $("edit-frame").alt = "the edited image";
+    $("edit-label").textContent = (usingProjection ? "projected digit" : `seed ${start.seed}`) +
+      directions.map((d, k) => (amounts[k] ? `, ${d.name} ${amounts[k] > 0 ? "+" : ""}${amounts[k]}` : "")).join("");
+  } catch (err) {
+    status(err.message, true);
+  }
+}
+
+for (const button of document.querySelectorAll("[data-clear]")) {
+  button.addEventListener("click", () => clearPad($(button.dataset.clear)));
+}
+for (const input of document.querySelectorAll("input[data-pad]")) {
+  input.addEventListener("change", () => input.files[0] && loadPicture($(input.dataset.pad), input.files[0]));
+}
+$("project-form").addEventListener("submit", projectAndWalk);
+$("morph-slider").addEventListener("input", showMorph);
+$("edit-form").addEventListener("change", drawEdit);
+$("edit-form").addEventListener("submit", (e) => { e.preventDefault(); drawEdit(); });
+
 async function drawAll() {
   await drawGrid();
   await walk();
@@ -140,9 +313,10 @@ async function drawAll() {
 $("sample-form").addEventListener("submit", drawGrid);
 $("walk-form").addEventListener("submit", walk);
 $("slider").addEventListener("input", showFrame);
-$("model").addEventListener("change", () => {
+$("model").addEventListener("change", async () => {
   showModel();
   drawAll();
+  await initLatentSpace().catch((err) => status(err.message, true));
 });
 $("random").addEventListener("click", () => {
   $("seed").value = Math.floor(Math.random() * 1e9);
