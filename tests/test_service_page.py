@@ -78,7 +78,9 @@ class Browser:
 
     async def wait_for(self, expression: str, timeout: float = 60) -> None:
         deadline = time.time() + timeout
-        while not await self.js(expression):
+        # Until the page has loaded, the elements the expression reads may not exist yet.
+        guarded = f"(() => {{ try {{ return {expression}; }} catch (e) {{ return false; }} }})()"
+        while not await self.js(guarded):
             assert time.time() < deadline, f"timed out waiting for: {expression}"
             await asyncio.sleep(0.1)
 
