@@ -77,8 +77,7 @@ def train_one(toy: str, loss: str, seed: int, steps: int, run_dir: str) -> dict:
 def draw(results: list[dict], out: Path, steps: int) -> None:
     import numpy as np
 
-    from training.ganlab import GameView
-    from training.plots import draw_game, figure_png, new_figure
+    from training.plots import GameView, draw_game, figure_png, new_figure
 
     figure = new_figure(16, 9)
     grid = figure.add_gridspec(3, 8, height_ratios=[1.0, 0.5, 1.1])

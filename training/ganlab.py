@@ -21,12 +21,12 @@ shows, and nothing here draws (training/plots.py does, from these numbers only):
 
 `GameFrames` writes one frame per sample step into a run (samples/step_*.png and
 TensorBoard), with the metric curves up to that step beside it, and at the end the
-whole run as samples/training.gif.
+whole run as samples/training.gif. A frame's numbers take milliseconds; its drawing
+about 0.1 s (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from torch import nn
 from training import losses
 from training.data import load_dataset, toy_modes
 from training.evaluate.toys import TOY_EVALUATION_SAMPLES, grid_divergences, grid_edges
+from training.plots import GameView
 
 MESH_LINES = 21  # noise grid vertices per side: 20 x 20 mesh cells
 MESH_QUANTILES = (0.02, 0.98)  # the Gaussian's quantiles the noise grid spans
@@ -44,29 +45,6 @@ CRITIC_LOSSES = ("wgan", "wgan-gp")
 CURVE_KEYS = ("step", "d_loss", "g_loss", "grid_kl", "grid_js")  # what a frame's curves show
 GIF_NAME = "training.gif"
 GIF_FRAME_MS = 250
-
-
-@dataclass
-class GameView:
-    """One frame's numbers; x along axis 1 of `verdict` and `density`, y along axis 0."""
-
-    step: int
-    dataset: str
-    loss: str
-    edges: np.ndarray  # (C+1,) cell edges along either axis
-    verdict: np.ndarray  # (C, C) D's verdict at cell centres, in [0, 1]; 1: real
-    real: np.ndarray  # (R, 2) real points shown
-    fake: np.ndarray  # (F, 2) generated points shown
-    arrows: np.ndarray  # (F, 2) -grad of G's loss at each generated point
-    mesh: np.ndarray  # (M, M, 2) images of the noise grid's vertices
-    density: np.ndarray  # (M-1, M-1) generated density in each mesh cell
-    mesh_note: str
-    grid_kl: float
-    grid_js: float
-
-    @property
-    def extent(self) -> tuple[float, float, float, float]:
-        return (self.edges[0], self.edges[-1], self.edges[0], self.edges[-1])
 
 
 def cell_centres(edges: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Matplotlib drawings of numbers computed elsewhere: GAN Lab's frame of a 2-D run
-(from training.ganlab.GameView) and the curves of a training report.
+(a GameView, computed by training.ganlab) and the curves of a training report.
 
 Only the object-oriented API (Figure and its Agg canvas, no pyplot): nothing global, so
 drawing in a training process cannot open a window or disturb another figure. Colours
@@ -8,6 +8,7 @@ follow GAN Lab: green for real, purple for generated, pink for the generator's g
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,31 @@ ARROW = "#e7298a"
 VERDICT_MAP = "PRGn"  # purple (0, likely fake) through white to green (1, likely real)
 BACKGROUND_ALPHA = 0.6
 ARROW_FRACTION = 0.07  # the longest arrow, as a share of the picture's side
+
+
+@dataclass
+class GameView:
+    """One frame's numbers, as training.ganlab.game_view computes them (plain arrays: a
+    figure script draws saved ones without torch); x along axis 1 of `verdict` and
+    `density`, y along axis 0."""
+
+    step: int
+    dataset: str
+    loss: str
+    edges: np.ndarray  # (C+1,) cell edges along either axis
+    verdict: np.ndarray  # (C, C) D's verdict at cell centres, in [0, 1]; 1: real
+    real: np.ndarray  # (R, 2) real points shown
+    fake: np.ndarray  # (F, 2) generated points shown
+    arrows: np.ndarray  # (F, 2) -grad of G's loss at each generated point
+    mesh: np.ndarray  # (M, M, 2) images of the noise grid's vertices
+    density: np.ndarray  # (M-1, M-1) generated density in each mesh cell
+    mesh_note: str
+    grid_kl: float
+    grid_js: float
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        return (self.edges[0], self.edges[-1], self.edges[0], self.edges[-1])
 
 
 def new_figure(width: float, height: float, dpi: int = 100, layout: str | None = "constrained"):
@@ -47,7 +73,7 @@ def figure_png(figure) -> bytes:
 
 
 def draw_game(ax, view) -> dict:
-    """GAN Lab's picture of `view` (a training.ganlab.GameView) on `ax`; returns the
+    """GAN Lab's picture of `view` (a GameView) on `ax`; returns the
     artists by name: background, mesh, real, fake, arrows."""
     from matplotlib.collections import PolyCollection
     from matplotlib.colors import to_rgba
