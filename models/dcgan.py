@@ -6,7 +6,12 @@ widths double per resolution halving and are capped at 8x `ngf`/`ndf`, as in the
 
 Optional class conditioning (`num_classes > 0`): the generator concatenates a learned
 label embedding to the latent; the discriminator uses a projection head
-(Miyato & Koyama 2018), so "a 7" is something a client can ask for.
+(Miyato & Koyama 2018), so "a 7" is something a client can ask for. Both scale their
+label term by a `conditioning` strength (a buffer, 1 unless training sets it lower):
+on a few hundred images per class, conditioning from the first step lets G draw one
+digit per class whatever the latent ("collapse by conditioning", Shahbazi et al. 2022);
+their fix, training unconditionally first and then fading the labels in, is
+`set_conditioning` driven by the training loop.
 
 Discriminator normalisation (`d_norm`): batch norm as in the paper, layer norm (for
 WGAN-GP, whose per-sample penalty batch norm breaks), spectral normalisation of every
@@ -108,6 +113,8 @@ class Generator(nn.Module):
         if config.num_classes:
             self.label_embedding = nn.Embedding(config.num_classes, config.nz)
             in_ch += config.nz
+            # not in the state dict: a loaded or exported model is fully conditional
+            self.register_buffer("conditioning", torch.ones(()), persistent=False)
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(in_ch, widths[0], 4, 1, 0, bias=False),  # (N, w0, 4, 4)
             nn.BatchNorm2d(widths[0]),
@@ -127,7 +134,7 @@ class Generator(nn.Module):
         if self.config.num_classes:
             if labels is None:
                 raise ValueError("this generator is class-conditional: labels are required")
-            x = torch.cat([x, self.label_embedding(labels)], dim=1)  # (N, 2*nz)
+            x = torch.cat([x, self.conditioning * self.label_embedding(labels)], dim=1)  # (N, 2*nz)
         return self.main(x[:, :, None, None])  # (N, nz, 1, 1) -> (N, nc, H, W)
 
 
@@ -160,6 +167,7 @@ class Discriminator(nn.Module):
         self.head = nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False)  # (N, 1, 1, 1)
         if config.num_classes:
             self.label_projection = nn.Embedding(config.num_classes, widths[-1])
+            self.register_buffer("conditioning", torch.ones(()), persistent=False)
         if config.d_norm == "spectral":
             for module in self.modules():
                 if isinstance(module, nn.Conv2d):
@@ -175,5 +183,14 @@ class Discriminator(nn.Module):
             if labels is None:
                 raise ValueError("this discriminator is class-conditional: labels are required")
             pooled = features.sum(dim=(2, 3))  # (N, w_last)
-            logits = logits + (self.label_projection(labels) * pooled).sum(dim=1)
+            logits = logits + self.conditioning * (self.label_projection(labels) * pooled).sum(dim=1)
         return logits
+
+
+def set_conditioning(module: nn.Module, strength: float) -> None:
+    """Set the strength of the label terms (0: unconditional, 1: fully conditional) of
+    every conditional network inside `module`."""
+    for sub in module.modules():
+        buffer = getattr(sub, "conditioning", None)
+        if isinstance(buffer, torch.Tensor):
+            buffer.fill_(strength)

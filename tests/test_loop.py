@@ -339,6 +339,32 @@ def test_best_checkpoint_goes_by_the_mean_fd_ratio_of_both_feature_networks(tmp_
     assert best["step"] == 2 and best["best_fd"] == 2.0
 
 
+def test_labels_fade_in_on_schedule_and_best_waits_for_full_conditioning(tmp_path, make_tiny_config):
+    """--conditioning-start 2 --conditioning-steps 4: strength 0 for steps 1-2, then
+    1/4, 2/4, 3/4, 1. An evaluation before full strength never becomes best.pt, however
+    good its figure: exported, that model would be fully conditional."""
+    from training.config import conditioning_at
+
+    config = make_tiny_config(tmp_path, conditional=True, conditioning_start=2,
+                              conditioning_steps=4, steps=8, log_every=2, eval_every=2)
+    assert [conditioning_at(config, s) for s in range(8)] == [0, 0, 0, 0.25, 0.5, 0.75, 1, 1]
+    seen = []
+    figures = iter([{"fd": 1.0}, {"fd": 2.0}, {"fd": 3.0}, {"fd": 2.5}])
+
+    def evaluator(generator):
+        seen.append(float(generator.conditioning))
+        return next(figures)
+
+    run_dir = train(config, progress=False, evaluator=evaluator)
+    assert seen == [0.0, 0.25, 0.75, 1.0]  # the EMA follows G's strength
+    assert load_checkpoint(run_dir / "best.pt")["step"] == 8
+
+
+def test_conditioning_schedule_needs_a_conditional_run(tmp_path, make_tiny_config):
+    with pytest.raises(ValueError, match="conditioning-start applies to a class-conditional run"):
+        make_tiny_config(tmp_path, conditioning_start=10).validate()
+
+
 def test_eval_every_evaluates_without_an_evaluator_given(tmp_path, make_tiny_config):
     """From Python as from the command line, eval_every alone turns evaluation on."""
     config = make_tiny_config(tmp_path, dataset="ring", nz=None, mlp_hidden=16, batch_size=32,

@@ -92,6 +92,34 @@ def test_conditional_generator_needs_labels_and_labels_change_the_image():
     assert logits.shape == (3,) and logits[0] != logits[1]
 
 
+def test_conditioning_strength_fades_the_labels_out_and_stays_out_of_the_state_dict():
+    """Transitional conditioning: at strength 0 both networks ignore the label (the
+    unconditional phase); the strength is not saved, so a loaded model is conditional."""
+    from models.dcgan import set_conditioning
+
+    torch.manual_seed(0)
+    config = tiny(num_classes=10, image_size=16)
+    generator, discriminator = build_models("dcgan", vars(config))
+    generator.eval()
+    discriminator.eval()
+    latents = torch.randn(1, config.nz).repeat(2, 1)
+    labels = torch.tensor([3, 7])
+    set_conditioning(generator, 0.0)
+    set_conditioning(discriminator, 0.0)
+    with torch.no_grad():
+        images = generator(latents, labels)
+        logits = discriminator(images[:1].repeat(2, 1, 1, 1), labels)
+    assert torch.equal(images[0], images[1]) and logits[0] == logits[1]
+    set_conditioning(generator, 0.5)
+    with torch.no_grad():
+        half = generator(latents, labels)
+    assert not torch.equal(half[0], half[1])
+    assert "conditioning" not in generator.state_dict()
+    fresh, _ = build_models("dcgan", vars(config))
+    fresh.load_state_dict(generator.state_dict())
+    assert float(fresh.conditioning) == 1.0
+
+
 def test_packed_discriminator_judges_samples_in_groups():
     torch.manual_seed(0)
     config = tiny(nc=3, image_size=16, pack=2)

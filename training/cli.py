@@ -98,6 +98,8 @@ def train(
     image_size: int | None = typer.Option(None, help="Image side, a power of two from 16 to 256 [32]."),
     channels: int | None = typer.Option(None, help="1 or 3 image channels [the dataset's]."),
     conditional: bool | None = typer.Option(None, "--conditional", help="Class-conditional G and D (labelled datasets)."),
+    conditioning_start: int | None = typer.Option(None, help="With --conditional: train unconditionally until this step, then fade the labels in [0]."),
+    conditioning_steps: int | None = typer.Option(None, help="With --conditional: steps over which the labels fade in after --conditioning-start [0]."),
     arch: str | None = typer.Option(None, help="dcgan or mlp [dcgan for images, mlp for 2-D toys]."),
     nz: int | None = typer.Option(None, help="Latent size [100 for dcgan, 2 for mlp]."),
     ngf: int | None = typer.Option(None, help="Generator feature maps [64]."),

@@ -83,6 +83,10 @@ class TrainConfig:
     image_size: int = 32
     channels: int | None = None  # None: the dataset's own
     conditional: bool = False  # class-conditional G and D (labelled datasets only)
+    # Transitional conditioning (Shahbazi et al. 2022): unconditional until this step,
+    # then the label terms fade in linearly over `conditioning_steps` steps; 0, 0: from the start
+    conditioning_start: int = 0
+    conditioning_steps: int = 0
     # model: arch "dcgan" for images, "mlp" for the 2-D toys (chosen from the dataset when None)
     arch: str | None = None
     nz: int | None = None  # latent size; None: 100 for dcgan, 2 for mlp
@@ -174,6 +178,12 @@ class TrainConfig:
             raise ValueError(f"ema-rampup must be in [0, 1], got {self.ema_rampup}")
         if self.r1 < 0:
             raise ValueError(f"r1 must be 0 or more, got {self.r1}")
+        for name in ("conditioning_start", "conditioning_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+            if getattr(self, name) and not self.conditional:
+                raise ValueError(f"{name.replace('_', '-')} applies to a class-conditional run: "
+                                 "add --conditional or leave it at 0")
         if self.d_norm is not None:
             from models.dcgan import D_NORMS
 
@@ -192,6 +202,17 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if getattr(self, name) is not None and not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+def conditioning_at(config: TrainConfig, step: int) -> float:
+    """The strength of the label terms for the step after `step` done (models.dcgan's
+    `conditioning`): 0 before `conditioning_start`, then rising linearly to 1 over
+    `conditioning_steps`; 1 throughout for a run that conditions from the start."""
+    if step < config.conditioning_start:
+        return 0.0
+    if config.conditioning_steps <= 0:
+        return 1.0
+    return min(1.0, (step - config.conditioning_start) / config.conditioning_steps)
 
 
 def resolve(config: TrainConfig) -> TrainConfig:

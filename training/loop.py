@@ -28,10 +28,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from models import build_models
+from models.dcgan import set_conditioning
 from training import losses
 from training.augment import augment, parse_augment
 from training.checkpoint import load_checkpoint
-from training.config import TrainConfig, TrainingError, unresolved
+from training.config import TrainConfig, TrainingError, conditioning_at, unresolved
 from training.data import PointsDataset, load_dataset
 from training.run import Run, model_spec
 
@@ -321,6 +322,10 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
         while step < config.steps:
             if config.lr_decay == "linear":
                 _decay_learning_rates(config, gan, step)
+            if gan.num_classes and (config.conditioning_start or config.conditioning_steps):
+                strength = conditioning_at(config, step)  # the EMA copies G's buffers
+                set_conditioning(gan.generator, strength)
+                set_conditioning(gan.discriminator, strength)
             # Discriminator: k steps, each on its own real batch and fresh latents (Algorithm 1).
             for k in range(config.d_steps):
                 real, labels = next(real_batches)

@@ -79,6 +79,12 @@ def figures_table(result: dict) -> Table:
         if "label_accuracy" in result:
             table.add_row("label accuracy (conditional)", _number(result["label_accuracy"]),
                           "", "classifier agrees with the asked label")
+        for suffix, where in (("", first), ("2", second)):
+            if result.get(f"class_fd{suffix}_ratio_mean") is not None:
+                table.add_row(f"FD ratio within a class{where}",
+                              f"mean {_number(result[f'class_fd{suffix}_ratio_mean'])}, "
+                              f"worst {_number(result[f'class_fd{suffix}_ratio_max'])}", "1",
+                              "asked-for class vs its held-out digits, each over its own floor")
     if "modes" in result:
         published = PUBLISHED_GAN.get(result["dataset"], {})
         table.add_row("modes covered", f"{result['modes']} / {result['num_modes']}",

@@ -243,7 +243,61 @@ class Evaluator:
         probs = features[0][1]
         if labels is not None and probs is not None and source.card.num_classes == probs.shape[1]:
             figures["label_accuracy"] = float((probs.argmax(1).numpy() == labels).mean())
+            if "fd" in self.metrics and (only is None or "fd" in only):
+                figures.update(self.class_figures(features, labels))
         return {**self.notes, **with_floors(figures, self.floor)}
+
+    def class_figures(self, features: list, labels) -> dict:
+        """Within each class of a conditional generator: FD between the samples asked for
+        class c and the held-out real digits of class c, in both feature networks, with its
+        own floor (as many train digits of class c against the same held-out ones) and the
+        ratio; then the mean and the worst ratio over classes. Each class's three sets have
+        the same size (the smaller of the samples asked for c and the held-out digits of c),
+        so the floor carries the same small-sample bias as the figure."""
+        import numpy as np
+
+        held = np.asarray(self.real.held_out_labels[:self.num_samples])
+        labels = np.asarray(labels)
+        out: dict = {}
+        for suffix, reference, (feats, _), floor_feats in zip(
+                SPACES, self.ref_features, features, self._class_floor_features()):
+            ratios, fds, floors = [], [], []
+            for c in range(self.real.num_classes):
+                fake_rows = np.flatnonzero(labels == c)
+                real_rows = np.flatnonzero(held == c)
+                size = min(len(fake_rows), len(real_rows), len(floor_feats[c]))
+                if size <= FEATURE_DIM:  # too few for a covariance: no figure for this class
+                    ratios.append(None), fds.append(None), floors.append(None)
+                    continue
+                real = reference[real_rows[:size]]
+                fd = frechet_distance(real, feats[fake_rows[:size]])
+                floor = frechet_distance(real, floor_feats[c][:size])
+                fds.append(fd), floors.append(floor)
+                ratios.append(fd / floor if floor > 0 else None)
+            known = [r for r in ratios if r is not None]
+            out[f"class_fd{suffix}"] = fds
+            out[f"class_fd{suffix}_floor"] = floors
+            out[f"class_fd{suffix}_ratio"] = ratios
+            out[f"class_fd{suffix}_ratio_mean"] = float(np.mean(known)) if known else None
+            out[f"class_fd{suffix}_ratio_max"] = float(np.max(known)) if known else None
+        return out
+
+    def _class_floor_features(self) -> list[list[torch.Tensor]]:
+        """Per feature network, per class: features of the train digits of that class
+        (as many as the held-out digits of the class), extracted once."""
+        if getattr(self, "_class_floor", None) is None:
+            import numpy as np
+
+            held = np.asarray(self.real.held_out_labels[:self.num_samples])
+            train = np.asarray(self.real.train_labels)
+            rng = np.random.default_rng(1)
+            per_class = []
+            for c in range(self.real.num_classes):
+                rows = rng.permutation(np.flatnonzero(train == c))[: int((held == c).sum())]
+                per_class.append(self.real.train[torch.from_numpy(rows)])
+            self._class_floor = [[extract(network, images)[0] for images in per_class]
+                                 for network in self.networks]
+        return self._class_floor
 
 
 RATIOS = {"fd": "fd_ratio", "fd2": "fd2_ratio", "inception_fd": "inception_fd_ratio",
