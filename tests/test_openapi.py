@@ -24,7 +24,7 @@ from schemathesis.config import SchemathesisConfig  # noqa: E402
 
 # Requests per operation and mode: enough to reach every declared answer of the tiny
 # model, few enough that the file runs in well under a minute on two shared cores.
-EXAMPLES = 40
+EXAMPLES = 25
 SERVED = "tiny"  # the model the `client` fixture serves; half the /v2 cases name it
 BASE = "http://testserver"  # the test client's
 # Every check, as configured by default, but one: a schema-valid request may still get a
@@ -102,4 +102,69 @@ def test_every_answer_to_generated_requests_is_declared(document, session, mode)
             failures[operation.label] = str(exc)[:2000]
     assert not failures, "\n\n".join(f"{label}:\n{text}" for label, text in failures.items())
 
+
+
+
+# --- hand-written cases: each answer matches what the document declares for it ------------
+
+@pytest.fixture(scope="module")
+def schema(document):
+    return schemathesis.openapi.from_dict(document, config=CONFIG)
+
+
+LATENT = [0.5, -1.0, 2.0, 0.0, 1.5, -0.5, 1.0, -2.0]  # the tiny model's nz is 8
+
+CASES = [
+    # (path, JSON body or None with raw content, status, media type)
+    ("/sample", {"n": 2, "seed": 3, "format": "array"}, 200, "application/json"),
+    ("/sample", {"n": 2, "seed": 3, "format": "json", "label": None}, 200, "application/json"),
+    ("/sample", {"n": 4, "format": "png"}, 200, "image/png"),
+    ("/interpolate", {"start": LATENT, "end": 7, "steps": 3, "label": 1, "format": "array"}, 200, "application/json"),
+    ("/interpolate", {"start": 1, "end": LATENT, "steps": 3, "label": 2, "format": "frames"}, 200, "application/json"),
+    ("/interpolate", {"start": 1, "end": 2, "steps": 3, "format": "gif"}, 200, "image/gif"),
+    ("/interpolate", {"start": 1, "end": 2, "steps": 3, "format": "png"}, 200, "image/png"),
+    ("/interpolate", {"start": [1e38] * 8, "end": 2, "format": "array"}, 400, "application/json"),
+    ("/sample", {"n": 0}, 400, "application/json"),
+    ("/sample", {f"k{i}": 0 for i in range(5000)}, 400, "application/json"),
+    ("/sample", {"model": "nope"}, 404, "application/json"),
+    ("/sample", {"n": 1, "pad": "x" * 70_000}, 413, "application/json"),
+]
+
+
+@pytest.mark.parametrize("path, body, status, media_type", CASES,
+                         ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(CASES)])
+def test_hand_written_requests_get_the_answers_the_document_declares(
+        schema, session, path, body, status, media_type):
+    case = schema[path]["POST"].Case(body=body, media_type="application/json")
+    response = case.call(base_url=BASE, session=session)
+    assert response.status_code == status, response.text[:300]
+    assert response.headers["content-type"][0].split(";")[0] == media_type
+    case.validate_response(response)  # every check: status, media type, headers, body schema
+
+
+def test_a_body_that_is_not_json_gets_a_declared_415(schema, session):
+    case = schema["/sample"]["POST"].Case(body="n=2", media_type="text/plain")
+    response = case.call(base_url=BASE, session=session)
+    assert response.status_code == 415
+    case.validate_response(response)
+
+
+def test_the_document_says_what_generated_clients_need(document):
+    schemas = document["components"]["schemas"]
+    walk = schemas["InterpolateRequest"]["properties"]
+    for end in ("start", "end"):  # a seed or a latent vector, bounded entries
+        seed, latent = walk[end]["anyOf"]
+        assert seed["type"] == "integer" and latent["type"] == "array"
+        assert latent["items"]["minimum"] == -100 and latent["items"]["maximum"] == 100
+    assert walk["label"]["nullable"] is True and walk["truncation"]["nullable"] is True
+    assert schemas["Error"]["properties"]["detail"]["type"] == "array"
+    sample = document["paths"]["/sample"]["post"]
+    assert set(sample["responses"]) == {"200", "400", "401", "404", "413", "415", "503"}
+    assert "Retry-After" in sample["responses"]["503"]["headers"]
+    assert set(sample["responses"]["200"]["content"]) == {"application/json", "image/png"}
+    walks = document["paths"]["/interpolate"]["post"]["responses"]["200"]["content"]
+    assert set(walks) == {"application/json", "image/png", "image/gif"}
+    for path in ("/model", "/models", "/directions", "/project", "/v2/models/{name}/infer"):
+        assert path in document["paths"], path
+    assert "security" not in sample  # no token here
 
