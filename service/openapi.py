@@ -276,7 +276,8 @@ def document(base: dict[str, Any], requests: dict[str, type[BaseModel]], *,
         "tags": [{"name": TAG, "description": "Images from the generators, and their latent space."},
                  {"name": PROTOCOL_TAG, "description": "KServe v2 REST, JSON and binary tensors."},
                  {"name": INFRA_TAG, "description": "Health and metrics."}],
-        "paths": {**_native_paths(requests, token), **_oip_paths(token), **infra},
+        "paths": {**_native_paths(requests, components["schemas"], token), **_oip_paths(token),
+                  **infra},
         "components": components,
     }
 
@@ -320,20 +321,22 @@ def _refusals(*codes: int, body: str = "Error") -> dict[str, Any]:
     return out
 
 
-def _post(summary: str, request: dict[str, Any], ok: dict[str, Any], *, token: bool,
+def _post(operation_id: str, summary: str, request: dict[str, Any], ok: dict[str, Any], *,
+          token: bool,
           refusals: tuple[int, ...] = (400, 401, 404, 413, 415, 503),
           body: str = "Error", tag: str = TAG, **extra) -> dict[str, Any]:
-    operation = {"tags": [tag], "summary": summary, "requestBody": {"required": True,
-                                                                     "content": request},
+    operation = {"operationId": operation_id, "tags": [tag], "summary": summary,
+                 "requestBody": {"required": True, "content": request},
                  "responses": {"200": ok, **_refusals(*refusals, body=body)}, **extra}
     if token:
         operation["security"] = [{"bearer": []}]
     return {"post": operation}
 
 
-def _get(summary: str, ok: dict[str, Any], *, refusals: tuple[int, ...] = (),
+def _get(operation_id: str, summary: str, ok: dict[str, Any], *,
+         refusals: tuple[int, ...] = (),
          body: str = "Error", tag: str = TAG, parameters: list | None = None) -> dict[str, Any]:
-    operation = {"tags": [tag], "summary": summary,
+    operation = {"operationId": operation_id, "tags": [tag], "summary": summary,
                  "responses": {"200": ok, **_refusals(*refusals, body=body)}}
     if parameters:
         operation["parameters"] = parameters
@@ -345,7 +348,8 @@ def _query(name: str, description: str) -> dict[str, Any]:
             "schema": {"type": "string"}}
 
 
-def _native_paths(requests: dict[str, type[BaseModel]], token: bool) -> dict[str, Any]:
+def _native_paths(requests: dict[str, type[BaseModel]], schemas: dict[str, Any],
+                  token: bool) -> dict[str, Any]:
     def body(path: str) -> dict[str, Any]:
         return _json(requests[path].__name__)
 
@@ -354,44 +358,44 @@ def _native_paths(requests: dict[str, type[BaseModel]], token: bool) -> dict[str
                         "schema": {"type": "integer", "minimum": 0}},
              "X-Count": {"required": True, "description": "How many images.",
                          "schema": {"type": "integer", "minimum": 1}}}
-    upload = {"type": "object", "required": ["images"], "properties": {
-        "images": {"type": "array", "items": {"type": "string", "format": "binary"},
-                   "description": "One file part per picture (PNG or JPEG)."},
-        "search": {"type": "integer", "minimum": 0}, "fit": {"type": "string"},
-        "invert": {"type": "string"}, "model": {"type": "string"}}}
+    # An upload has the JSON request's fields, with files for pictures.
+    upload = copy.deepcopy(schemas[requests["/project"].__name__])
+    upload["properties"]["images"].update(items={"type": "string", "format": "binary"},
+                                          description="One file part per picture (PNG or JPEG).")
+    upload.pop("example", None)
     model_query = [_query("model", "The model (absent: the default)."),
                    _query("name", "The same as model.")]
     return {
         "/sample": _post(
-            "Draw images by seed. format: json (base64 PNGs), png (one grid), array (floats).",
+            "sample", "Draw images by seed. format: json (base64 PNGs), png (one grid), array (floats).",
             body("/sample"), {"description": "The images, in the format asked for.", "headers": count,
                               "content": {**_json("SampleResponse", "SampleArrays"),
                                           "image/png": BINARY}}, token=token),
         "/interpolate": _post(
-            "Walk between two seeds or latents. format: frames, png (a strip), gif, array.",
+            "interpolate", "Walk between two seeds or latents. format: frames, png (a strip), gif, array.",
             body("/interpolate"), {"description": "The frames, in the format asked for.",
                                    "content": {**_json("InterpolateResponse", "InterpolateArrays"),
                                                **pictures}}, token=token),
         "/edit": _post(
-            "Move a seed or latent along a direction, one frame per strength.",
+            "edit", "Move a seed or latent along a direction, one frame per strength.",
             body("/edit"), {"description": "The frames, in the format asked for.",
                             "content": {**_json("EditFrames", "EditArrays"), **pictures}},
             token=token),
         "/combine": _post(
-            "The image of a weighted sum of seeds and latents.",
+            "combine", "The image of a weighted sum of seeds and latents.",
             body("/combine"), {"description": "The image, in the format asked for.",
                                "content": {**_json("CombineImage", "CombineArrays"),
                                            "image/png": BINARY}}, token=token),
         "/project": _post(
-            "Pictures -> latents (the model's encoder), with their reconstructions.",
+            "project", "Pictures -> latents (the model's encoder), with their reconstructions.",
             {**body("/project"), "multipart/form-data": {"schema": upload}},
             {"description": "The latents.", "content": _json("ProjectResponse")}, token=token),
-        "/directions": _get("A model's edit directions (SeFa, class means).",
+        "/directions": _get("directions", "A model's edit directions (SeFa, class means).",
                             {"description": "The directions.", "content": _json("Directions")},
                             refusals=(404, 503), parameters=model_query),
-        "/models": _get("Every model served, with its state.",
+        "/models": _get("models", "Every model served, with its state.",
                         {"description": "The models.", "content": _json("ModelsListing")}),
-        "/model": _get("One model's card, providers and limits, and the service's settings.",
+        "/model": _get("model", "One model's card, providers and limits, and the service's settings.",
                        {"description": "The model.", "content": _json("ModelDescription")},
                        refusals=(404, 503),
                        parameters=[_query("name", "The model (absent: the default).")]),
@@ -401,11 +405,11 @@ def _native_paths(requests: dict[str, type[BaseModel]], token: bool) -> dict[str
 def _oip_paths(token: bool) -> dict[str, Any]:
     error = "ProtocolError"
     paths: dict[str, Any] = {
-        "/v2": _get("Server metadata.", {"description": "The server.",
+        "/v2": _get("server_metadata", "Server metadata.", {"description": "The server.",
                                          "content": _json("ServerMetadata")}, tag=PROTOCOL_TAG),
-        "/v2/health/live": _get("Liveness.", {"description": "Alive.", "content": _json("Live")},
+        "/v2/health/live": _get("server_live", "Liveness.", {"description": "Alive.", "content": _json("Live")},
                                 tag=PROTOCOL_TAG),
-        "/v2/health/ready": _get("Readiness.", {"description": "Every model ready.",
+        "/v2/health/ready": _get("server_ready", "Readiness.", {"description": "Every model ready.",
                                                 "content": _json("Ready")},
                                  tag=PROTOCOL_TAG, refusals=(503,), body="Ready"),
     }
@@ -413,18 +417,19 @@ def _oip_paths(token: bool) -> dict[str, Any]:
     version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
     # A name holding a line break is not routed to the protocol at all: the router's 404.
     unrouted = {"text/plain": {"schema": {"type": "string"}}}
-    for base, parameters in (("/v2/models/{name}", [name]),
-                             ("/v2/models/{name}/versions/{version}", [name, version])):
-        paths[base] = _get("Model metadata: inputs, outputs, limits.",
+    for base, parameters, suffix in (("/v2/models/{name}", [name], ""),
+                                     ("/v2/models/{name}/versions/{version}", [name, version],
+                                      "_version")):
+        paths[base] = _get(f"model_metadata{suffix}", "Model metadata: inputs, outputs, limits.",
                            {"description": "The model.", "content": _json("ModelMetadata")},
                            refusals=(404, 503), body=error, tag=PROTOCOL_TAG, parameters=parameters)
         paths[f"{base}/ready"] = _get(
-            "Model readiness.", {"description": "Ready.", "content": _json("ModelReady")},
+            f"model_ready{suffix}", "Model readiness.", {"description": "Ready.", "content": _json("ModelReady")},
             refusals=(404, 503), body=error, tag=PROTOCOL_TAG, parameters=parameters)
         binary = {"description": "The JSON header, then the binary outputs.",
                   "schema": {"type": "string", "format": "binary"}}
         paths[f"{base}/infer"] = _post(
-            "Images from seeds or latents (binary tensors too).",
+            f"model_infer{suffix}", "Images from seeds or latents (binary tensors too).",
             {**_json("InferRequest"), "application/octet-stream": binary},
             {"description": "The outputs.", "content": {
                 **_json("InferResponse"), "application/octet-stream": BINARY},

@@ -149,7 +149,7 @@ def test_a_body_that_is_not_json_gets_a_declared_415(schema, session):
     case.validate_response(response)
 
 
-def test_the_document_says_what_generated_clients_need(document):
+def test_the_document_declares_unions_nullables_media_types_and_refusals(document):
     schemas = document["components"]["schemas"]
     walk = schemas["InterpolateRequest"]["properties"]
     for end in ("start", "end"):  # a seed or a latent vector, bounded entries
