@@ -7,242 +7,35 @@ guard's refusals (400/401/413/415, `Error` bodies), 404 and 503, and the routes 
 mounted Starlette app (/model, /models, /project, /directions, the Open Inference
 Protocol under /v2). So `document()` keeps only BentoML's title and its health and
 metrics routes, and writes every other path here, from the same pydantic models that
-check the requests and the response models below (JSON Schema 2020-12, as pydantic
-writes it, turned into OpenAPI 3.0's dialect by `_openapi30`). The service serves it
+check the requests, and the response models of service/schemas.py and
+service/answers.py (JSON Schema 2020-12, as pydantic writes it, turned into OpenAPI
+3.0's dialect by `_openapi30`). The service serves it
 from its own /docs.json route, which comes before BentoML's; tests/test_openapi.py
 holds the service to it with schemathesis.
 
-A new endpoint: its operation in `_native_paths` (or `_oip_paths`), its response models
-here or in service/schemas.py, and their names in `document()`'s `models`.
+A new endpoint, or a new answer: its operation in `_native_paths` (or `_oip_paths`), its
+response models in service/answers.py, and their names in `document()`'s `models`.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from service import answers as a
 from service.schemas import (
     Error,
     InterpolateArrays,
     InterpolateResponse,
-    ModelInfo,
     SampleArrays,
     SampleResponse,
-    Values,
 )
 
 REF = "#/components/schemas/{model}"
 TAG, PROTOCOL_TAG, INFRA_TAG = "Service APIs", "Open Inference Protocol", "Infrastructure"
-
-# --- answers of the latent-space endpoints (service/latent_space.py) -----------------------
-
-
-class EditFrames(BaseModel):
-    strengths: list[float]
-    labels: list[int] | None = None
-    shape: list[int]
-    frames: list[str] = Field(description="Base64-encoded PNG frames, one per strength.")
-    latents: list[list[float]]
-    model: ModelInfo
-
-
-class EditArrays(BaseModel):
-    strengths: list[float]
-    shape: list[int]
-    labels: list[int] | None = None
-    latents: list[list[float]]
-    images: Values
-
-
-class CombineImage(BaseModel):
-    image: str = Field(description="A base64-encoded PNG.")
-    latent: list[float]
-    labels: list[int] | None = None
-    shape: list[int]
-    model: ModelInfo
-
-
-class CombineArrays(BaseModel):
-    shape: list[int]
-    latent: list[float]
-    images: Values
-
-
-class SearchReport(BaseModel):
-    steps: int
-    distances_before: list[float]
-
-
-class ProjectResponse(BaseModel):
-    latents: list[list[float]]
-    distances: list[float] = Field(description="Pixel RMS distance of each reconstruction.")
-    reconstructions: list[str] = Field(description="Base64-encoded PNGs.")
-    inputs: list[str] = Field(description="The pictures as the encoder saw them (base64 PNGs).")
-    search: SearchReport
-    shape: list[int]
-    model: ModelInfo
-
-
-class Direction(BaseModel):
-    name: str
-    eigenvalue: float
-    vector: list[float]
-
-
-class ClassMean(BaseModel):
-    class_: int = Field(alias="class")
-    samples: int
-    mean: list[float]
-
-
-class Directions(BaseModel):
-    sefa: list[Direction]
-    classes: list[ClassMean] | None
-    notes: dict[str, Any]
-    encoder: bool
-    model: ModelInfo
-
-
-# --- answers of GET /models and GET /model (service/registry.py, DCGAN.info) ---------------
-
-class ModelSummary(BaseModel):
-    """A served model; the fields after `error` once it has loaded."""
-    name: str
-    version: str | None
-    digest: str | None
-    file: str | None
-    ready: bool
-    state: Literal["loading", "ready", "failed"]
-    error: str | None
-    output_shape: list[int] = None
-    nz: int = None
-    num_classes: int = None
-    classes: list[int] = None
-    providers: list[str] = None
-    card: dict[str, Any] = None
-
-
-class ModelsListing(BaseModel):
-    default: str | None
-    ready: bool
-    error: str | None
-    workers: int
-    models: list[ModelSummary]
-
-
-class ModelDescription(BaseModel):
-    """One model and the service's settings; the fields after `limits` once it is known
-    (bad settings: no model) and has loaded."""
-    ready: bool
-    error: str | None
-    auth_required: bool
-    batching: dict[str, Any]
-    limits: dict[str, Any]
-    name: str = None
-    version: str | None = None
-    digest: str | None = None
-    file: str = None
-    providers: list[str] = None
-    card: dict[str, Any] = None
-    encoder: bool = None
-    directions: list[str] = None
-    sidecar_problems: list[str] = None
-
-
-# --- the Open Inference Protocol (service/oip.py) -----------------------------------------
-
-class ProtocolError(BaseModel):
-    """Every refusal under /v2, in the protocol's form."""
-    error: str
-
-
-class ServerMetadata(BaseModel):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class Live(BaseModel):
-    live: bool
-
-
-class Ready(BaseModel):
-    ready: bool
-    error: str = None
-
-
-class ModelReady(BaseModel):
-    name: str
-    ready: bool
-
-
-class TensorMetadata(BaseModel):
-    name: str
-    datatype: Literal["INT64", "FP32", "UINT8"]
-    shape: list[int] = Field(description="-1: any size.")
-
-
-class ModelMetadata(BaseModel):
-    name: str
-    versions: list[str | None]
-    platform: str
-    inputs: list[TensorMetadata]
-    outputs: list[TensorMetadata]
-    parameters: dict[str, Any]
-
-
-Tensor = Literal["seed", "z", "label"]
-
-
-class TensorParameters(BaseModel):
-    binary_data_size: int = Field(None, ge=0, description="The tensor's bytes in the binary "
-                                  "part of the body, in place of `data`.")
-
-
-class InferInput(BaseModel):
-    name: Tensor
-    datatype: Literal["INT64", "FP32"] = Field(description="seed, label: INT64; z: FP32.")
-    shape: list[int] = Field(description="seed, label: [N]; z: [N, nz].")
-    data: list[Any] = Field(None, description="Row-major values, flat or nested.")
-    parameters: TensorParameters = None
-
-
-class OutputParameters(BaseModel):
-    binary_data: bool = None
-    datatype: Literal["UINT8", "FP32"] = None
-
-
-class RequestedOutput(BaseModel):
-    name: Literal["images", "seed", "z", "label"]
-    parameters: OutputParameters = None
-
-
-class InferRequest(BaseModel):
-    """The JSON header of an inference request (with the binary tensor extension, the
-    binary inputs follow it: `Inference-Header-Content-Length` says where it ends)."""
-    id: str = None
-    parameters: dict[str, Any] = Field(None, description="truncation (a number), "
-                                       "binary_data_output (true or false).")
-    inputs: list[InferInput] = Field(min_length=1)
-    outputs: list[RequestedOutput] = None
-
-
-class InferOutput(BaseModel):
-    name: str
-    datatype: Literal["INT64", "FP32", "UINT8"]
-    shape: list[int]
-    data: list[float] = Field(None, description="Row-major values (absent when binary).")
-    parameters: dict[str, int] = None
-
-
-class InferResponse(BaseModel):
-    model_name: str
-    model_version: str | None
-    id: str = None
-    outputs: list[InferOutput]
 
 
 # --- the document ---------------------------------------------------------------------------
@@ -250,23 +43,22 @@ class InferResponse(BaseModel):
 def document(base: dict[str, Any], requests: dict[str, type[BaseModel]], *,
              token: bool) -> dict[str, Any]:
     """The document: BentoML's (`base`, for its title and infrastructure routes) with
-    every path of ours from `requests` (path -> request model) and the answers above.
+    every path of ours from `requests` (path -> request model) and the answers' models.
     `token`: the generation routes need a bearer token."""
     models = [*requests.values(), SampleResponse, SampleArrays, InterpolateResponse,
-              InterpolateArrays, EditFrames, EditArrays, CombineImage, CombineArrays,
-              ProjectResponse, Directions, ModelsListing, ModelDescription, Error,
-              ProtocolError, ServerMetadata, Live, Ready, ModelReady, ModelMetadata,
-              InferRequest, InferResponse]
+              InterpolateArrays, Error, a.EditFrames, a.EditArrays, a.CombineImage,
+              a.CombineArrays, a.ProjectResponse, a.Directions, a.ModelsListing,
+              a.ModelDescription, a.ProtocolError, a.ServerMetadata, a.Live, a.Ready,
+              a.ModelReady, a.ModelMetadata, a.InferRequest, a.InferResponse]
     _, schemas = models_json_schema([(m, "validation") for m in models], ref_template=REF)
     components: dict[str, Any] = {"schemas": _openapi30(schemas["$defs"])}
     if token:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     infra = {path: copy.deepcopy(base["paths"][path])
              for path in ("/livez", "/healthz", "/readyz", "/metrics") if path in base["paths"]}
-    for path in ("/readyz",):
-        if path in infra:
-            infra[path]["get"]["responses"]["503"] = {"description": "Not ready (yet): a model "
-                                                      "is loading or failed to load."}
+    if "/readyz" in infra:
+        infra["/readyz"]["get"]["responses"]["503"] = {
+            "description": "Not ready (yet): a model is loading or failed to load."}
     if "/metrics" in infra:
         infra["/metrics"]["get"]["responses"]["200"]["content"] = {"text/plain": {"schema": {
             "type": "string"}}}
