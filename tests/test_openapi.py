@@ -24,7 +24,7 @@ from schemathesis.config import SchemathesisConfig  # noqa: E402
 
 # Requests per operation and mode: enough to reach every declared answer of the tiny
 # model, few enough that the file runs in well under a minute on two shared cores.
-EXAMPLES = 25
+EXAMPLES = 20
 SERVED = "tiny"  # the model the `client` fixture serves; half the /v2 cases name it
 BASE = "http://testserver"  # the test client's
 # Every check, as configured by default, but one: a schema-valid request may still get a
@@ -71,11 +71,22 @@ def session(client) -> requests.Session:
 
 
 def _strategy(operation, mode: GenerationMode):
+    """The operation's cases; as a random model name is always a 404, half of them name
+    the served model (in the path, or in a valid body's `model`)."""
     strategy = operation.as_strategy(generation_mode=mode)
-    if "{name}" in operation.path:  # a random name is always a 404: name the served one too
-        strategy = st.one_of(strategy, operation.as_strategy(generation_mode=mode,
-                                                             path_parameters={"name": SERVED}))
+    if "{name}" in operation.path:
+        return st.one_of(strategy, operation.as_strategy(generation_mode=mode,
+                                                         path_parameters={"name": SERVED}))
+    if mode == GenerationMode.POSITIVE:  # (in a negative case, `model` may be the fault)
+        return st.tuples(strategy, st.booleans()).map(_served)
     return strategy
+
+
+def _served(drawn):
+    case, name_it = drawn
+    if name_it and isinstance(case.body, dict) and isinstance(case.body.get("model"), str):
+        case.body["model"] = SERVED
+    return case
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
@@ -168,3 +179,16 @@ def test_the_document_declares_unions_nullables_media_types_and_refusals(documen
         assert path in document["paths"], path
     assert "security" not in sample  # no token here
 
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_an_inference_answer_is_the_declared_one(schema, session, binary):
+    body = {"inputs": [{"name": "seed", "shape": [2], "datatype": "INT64", "data": [1, 2]}],
+            "parameters": {"binary_data_output": binary}}
+    case = schema["/v2/models/{name}/infer"]["POST"].Case(
+        path_parameters={"name": SERVED}, body=body, media_type="application/json")
+    response = case.call(base_url=BASE, session=session)
+    assert response.status_code == 200, response.text[:300]
+    media_type = "application/octet-stream" if binary else "application/json"
+    assert response.headers["content-type"][0] == media_type
+    case.validate_response(response)
