@@ -218,8 +218,8 @@ def _oip_paths(token: bool) -> dict[str, Any]:
         paths[f"{base}/ready"] = _get(
             f"model_ready{suffix}", "Model readiness.", {"description": "Ready.", "content": _json("ModelReady")},
             refusals=(404, 503), body=error, tag=PROTOCOL_TAG, parameters=parameters)
-        binary = {"description": "The JSON header, then the binary outputs.",
-                  "schema": {"type": "string", "format": "binary"}}
+        binary = {"schema": {"type": "string", "format": "binary", "description":
+                             "The JSON header, then the binary inputs."}}
         paths[f"{base}/infer"] = _post(
             f"model_infer{suffix}", "Images from seeds or latents (binary tensors too).",
             {**_json("InferRequest"), "application/octet-stream": binary},
