@@ -6,7 +6,7 @@ token; each may name its `model`), POST /project, /edit, /combine and GET
 service/latent_space.py), GET /models (every generator served: name, version, digest,
 shape, classes, card summary, readiness), GET /model[?name=] (one model's card,
 providers, limits, encoder and directions), GET / (a small web page), GET /docs
-(OpenAPI UI; the document is /docs.json), the Open Inference Protocol under /v2
+(OpenAPI UI; the document is /docs.json, service/openapi.py), the Open Inference Protocol under /v2
 (service/oip.py), and BentoML's /livez, /readyz, /metrics.
 
 Settings: the DCGAN_* environment variables, all in service/settings.py (and the
@@ -32,8 +32,8 @@ same bytes; its GenerationError becomes a 400 naming the field.
 Adding an endpoint that takes `model`: a request model with the `model` field
 (schemas.ModelName, schemas.MODEL_RULE), an `@bentoml.api` method that calls
 `self._serve("<endpoint>", self._<handler>, req)`, a handler `(served, req) ->
-(response, images)` using `served.card` and `served.batcher`, and the route in the
-guard's `routes` below.
+(response, images)` using `served.card` and `served.batcher`, the route in `REQUESTS` below (the guard's routes),
+and its operation and answers in the OpenAPI document (service/openapi.py).
 """
 
 from __future__ import annotations
