@@ -32,8 +32,9 @@ same bytes; its GenerationError becomes a 400 naming the field.
 Adding an endpoint that takes `model`: a request model with the `model` field
 (schemas.ModelName, schemas.MODEL_RULE), an `@bentoml.api` method that calls
 `self._serve("<endpoint>", self._<handler>, req)`, a handler `(served, req) ->
-(response, images)` using `served.card` and `served.batcher`, the route in `REQUESTS` below (the guard's routes),
-and its operation and answers in the OpenAPI document (service/openapi.py).
+(response, images)` using `served.card` and `served.batcher`, the route in `REQUESTS`
+below (the guard's routes), and its operation and answers in the OpenAPI document
+(service/openapi.py).
 """
 
 from __future__ import annotations
