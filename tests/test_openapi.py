@@ -11,16 +11,15 @@ import io
 
 import pytest
 import requests
+import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from requests.adapters import HTTPAdapter
+from schemathesis import GenerationMode
+from schemathesis.config import SchemathesisConfig
 from urllib3 import HTTPResponse
 from urllib3._collections import HTTPHeaderDict
-
-schemathesis = pytest.importorskip("schemathesis")
-from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.config import SchemathesisConfig  # noqa: E402
 
 # Requests per operation and mode: enough to reach every declared answer of the tiny
 # model, few enough that the file runs in well under a minute on two shared cores.
