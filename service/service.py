@@ -6,8 +6,8 @@ token; each may name its `model`), POST /project, /edit, /combine and GET
 service/latent_space.py), GET /models (every generator served: name, version, digest,
 shape, classes, card summary, readiness), GET /model[?name=] (one model's card,
 providers, limits, encoder and directions), GET / (a small web page), GET /docs
-(OpenAPI UI; the document is /docs.json, service/openapi.py), the Open Inference Protocol under /v2
-(service/oip.py), and BentoML's /livez, /readyz, /metrics.
+(OpenAPI UI; the document is /docs.json, service/openapi.py), the Open Inference
+Protocol under /v2 (service/oip.py), and BentoML's /livez, /readyz, /metrics.
 
 Settings: the DCGAN_* environment variables, all in service/settings.py (and the
 README's table), read once when this module is imported. They shape the request models
