@@ -20,6 +20,7 @@ response models in service/answers.py, and their names in `document()`'s `models
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 from pydantic import BaseModel
@@ -62,14 +63,17 @@ def document(base: dict[str, Any], requests: dict[str, type[BaseModel]], *,
     if "/metrics" in infra:
         infra["/metrics"]["get"]["responses"]["200"]["content"] = {"text/plain": {"schema": {
             "type": "string"}}}
+    paths = {**_native_paths(requests, components["schemas"], token), **_oip_paths(token)}
+    for path, item in base["paths"].items():  # BentoML's: each API's docstring
+        if "description" in item.get("post", {}) and "post" in paths.get(path, {}):
+            paths[path]["post"]["description"] = inspect.cleandoc(item["post"]["description"])
     info = {**base.get("info", {}), "description": _DESCRIPTION}
     return {
         "openapi": "3.0.3", "info": info, "servers": base.get("servers", [{"url": "."}]),
         "tags": [{"name": TAG, "description": "Images from the generators, and their latent space."},
                  {"name": PROTOCOL_TAG, "description": "KServe v2 REST, JSON and binary tensors."},
                  {"name": INFRA_TAG, "description": "Health and metrics."}],
-        "paths": {**_native_paths(requests, components["schemas"], token), **_oip_paths(token),
-                  **infra},
+        "paths": {**paths, **infra},
         "components": components,
     }
 
