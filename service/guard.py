@@ -30,6 +30,8 @@ from pydantic import BaseModel, ValidationError
 
 
 def error_body(message: str, field: str | None = None) -> dict[str, Any]:
+    """The body of every refusal of the native API (schemas.Error in the OpenAPI document)."""
+    message = _capped(message)
     return {"error": message, "detail": [{"loc": [field] if field else [], "msg": message}]}
 
 
@@ -72,11 +74,13 @@ def describe(exc: ValidationError, model: type[BaseModel]) -> dict[str, Any]:
         word = "field" if len(unknown) == 1 else "fields"
         messages[unknown[0]] = (f"unknown {word} {shown}{more} "
                                 f"(accepted: {', '.join(model.model_fields)})")
-    error = "; ".join(messages.values())
-    if len(error) > MAX_ERROR_CHARS:
-        error = error[: MAX_ERROR_CHARS - 3] + "..."
-    detail = [{"loc": [f], "msg": m} for f, m in list(messages.items())[:MAX_DETAILS]]
-    return {"error": error, "detail": detail}
+    detail = [{"loc": [f], "msg": _capped(m)} for f, m in list(messages.items())[:MAX_DETAILS]]
+    return {"error": _capped("; ".join(messages.values())), "detail": detail}
+
+
+def _capped(message: str) -> str:
+    """At most MAX_ERROR_CHARS: a message may quote the request (an unknown name)."""
+    return message if len(message) <= MAX_ERROR_CHARS else message[: MAX_ERROR_CHARS - 3] + "..."
 
 
 def _short(value: Any, limit: int = 40) -> str:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.latent import MAX_SEED
+from service.guard import MAX_DETAILS, MAX_ERROR_CHARS
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,10 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
     return SampleRequest, InterpolateRequest
 
 
+# Float outputs, nested as `shape` says: (N, C, H, W) images, or (N, 2) points of a toy model.
+Values = list[list[list[list[float]]] | list[float]]
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -156,3 +161,35 @@ class InterpolateResponse(BaseModel):
     shape: list[int]
     frames: list[str] = Field(description="Base64-encoded PNG frames, start to end.")
     model: ModelInfo
+
+
+class SampleArrays(BaseModel):
+    """/sample with format "array"."""
+    seed: int
+    seeds: list[int]
+    labels: list[int] | None = None
+    shape: list[int] = Field(description="(N, channels, height, width), or (N, 2) for points.")
+    images: Values = Field(description="The generator's float outputs ([-1, 1] for images).")
+
+
+class InterpolateArrays(BaseModel):
+    """/interpolate with format "array"."""
+    steps: int
+    method: str
+    labels: list[int] | None = None
+    shape: list[int] = Field(description="(steps, channels, height, width), or (steps, 2).")
+    latents: list[list[float]] = Field(description="The latent of each frame, start to end.")
+    images: Values
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str] = Field(description="The field at fault ([] when it is the whole request).")
+    msg: str
+
+
+class Error(BaseModel):
+    """Every refusal of the native API (4xx, 503): what is wrong, one line per field."""
+    error: str = Field(max_length=MAX_ERROR_CHARS,
+                       description="One line per field: its name and what it accepts.")
+    detail: list[ErrorDetail] = Field(max_length=MAX_DETAILS,
+                                      description="The same, one entry per field.")

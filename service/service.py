@@ -6,8 +6,8 @@ token; each may name its `model`), POST /project, /edit, /combine and GET
 service/latent_space.py), GET /models (every generator served: name, version, digest,
 shape, classes, card summary, readiness), GET /model[?name=] (one model's card,
 providers, limits, encoder and directions), GET / (a small web page), GET /docs
-(OpenAPI UI; the document is /docs.json), the Open Inference Protocol under /v2
-(service/oip.py), and BentoML's /livez, /readyz, /metrics.
+(OpenAPI UI; the document is /docs.json, service/openapi.py), the Open Inference
+Protocol under /v2 (service/oip.py), and BentoML's /livez, /readyz, /metrics.
 
 Settings: the DCGAN_* environment variables, all in service/settings.py (and the
 README's table), read once when this module is imported. They shape the request models
@@ -32,8 +32,9 @@ same bytes; its GenerationError becomes a 400 naming the field.
 Adding an endpoint that takes `model`: a request model with the `model` field
 (schemas.ModelName, schemas.MODEL_RULE), an `@bentoml.api` method that calls
 `self._serve("<endpoint>", self._<handler>, req)`, a handler `(served, req) ->
-(response, images)` using `served.card` and `served.batcher`, and the route in the
-guard's `routes` below.
+(response, images)` using `served.card` and `served.batcher`, the route in `REQUESTS`
+below (the guard's routes), and its operation and answers in the OpenAPI document
+(service/openapi.py).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from starlette.staticfiles import StaticFiles
 
 from models import generation as gen
 from models.generation import GenerationError
-from service import latent_space, metrics, oip
+from service import latent_space, metrics, oip, openapi
 from service.guard import RequestGuard, error_body
 from service.readiness import WorkerReadiness, worker_count
 from service.registry import Registry, Served, ServeError, known_names
@@ -89,6 +90,9 @@ SETTINGS, SETTINGS_ERROR = read_settings()
 LIMITS = SETTINGS.limits
 SampleRequest, InterpolateRequest = request_models(LIMITS)
 ProjectRequest, EditRequest, CombineRequest = latent_space.request_models(LIMITS)
+# The guarded routes' request models (the guard checks them; /docs.json declares them).
+REQUESTS = {"/sample": SampleRequest, "/interpolate": InterpolateRequest, "/edit": EditRequest,
+            "/combine": CombineRequest, "/project": ProjectRequest}
 
 
 @bentoml.service(traffic={"timeout": 60})
@@ -308,6 +312,16 @@ def _current_registry() -> Registry | None:
         return None
 
 
+@functools.lru_cache(maxsize=2)
+def _document(token: bool) -> dict[str, Any]:
+    return openapi.document(DCGAN.openapi_spec.asdict(), REQUESTS, token=token)
+
+
+async def _docs_json(_: Request) -> Response:
+    """The OpenAPI document (service/openapi.py), in place of BentoML's."""
+    return JSONResponse(_document(bool(bentoml.get_current_service().settings.api_token)))
+
+
 async def _docs(_: Request) -> Response:
     # BentoML's own Swagger UI page, moved from / (which is ours) to /docs.
     from _bentoml_impl import server
@@ -324,15 +338,14 @@ DCGAN.mount_asgi_app(
         Route("/project", _project, methods=["POST"]),
         Route("/directions", _directions),
         Route("/docs", _docs),
+        Route("/docs.json", _docs_json),
         *oip.routes(),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]),
     path="/",
 )
 DCGAN.add_asgi_middleware(
-    RequestGuard, routes={"/sample": SampleRequest, "/interpolate": InterpolateRequest,
-                          "/edit": EditRequest, "/combine": CombineRequest,
-                          "/project": ProjectRequest},
+    RequestGuard, routes=REQUESTS,
     uploads={"/project": latent_space.LATENT_LIMITS.max_upload_bytes},
     max_body_bytes=LIMITS.max_body_bytes, token=SETTINGS.api_token,
     on_reject=metrics.count_rejected, on_request=metrics.observe_request,

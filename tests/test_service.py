@@ -138,10 +138,15 @@ def test_model_reports_card_providers_and_limits(client):
 
 def test_openapi_document_has_both_endpoints_with_examples_and_limits(client):
     spec = client.get("/docs.json").json()
-    sample = spec["paths"]["/sample"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+
+    def request_schema(path: str) -> dict:
+        ref = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        return spec["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]]
+
+    sample = request_schema("/sample")
     assert sample["example"]["n"] == 16
     assert sample["properties"]["n"]["maximum"] == 128
-    assert "example" in spec["paths"]["/interpolate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "example" in request_schema("/interpolate")
     assert client.get("/docs").status_code == 200
 
 

@@ -41,3 +41,18 @@ def test_the_bearer_scheme_is_case_insensitive_and_one_header_is_required(monkey
                             headers=[("Authorization", "Bearer nope"),
                                      ("Authorization", "Bearer s3cret")])
         assert twice.status_code == 400 and "one Authorization header" in twice.json()["error"]
+
+
+def test_with_a_token_the_openapi_document_asks_for_it_and_declares_the_401(monkeypatch, tmp_path):
+    import schemathesis
+
+    tiny_onnx = export_tiny(tmp_path / "tiny.onnx")
+    with serving_app(monkeypatch, tiny_onnx, DCGAN_API_TOKEN="s3cret") as client:
+        document = client.get("/docs.json").json()
+        response = client.post("/sample", json={"n": 1})
+    assert document["paths"]["/sample"]["post"]["security"] == [{"bearer": []}]
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert response.status_code == 401
+    case = schemathesis.openapi.from_dict(document)["/sample"]["POST"].Case(
+        body={"n": 1}, media_type="application/json")
+    case.validate_response(response)  # the declared 401: its body and WWW-Authenticate

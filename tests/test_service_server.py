@@ -185,6 +185,8 @@ def test_metrics_keep_their_names(server, store_model):
 def test_health_page_and_card_are_served(server):
     for path in ("/livez", "/readyz", "/", "/docs", "/docs.json"):
         assert httpx.get(server.url + path, timeout=10).status_code == 200, path
+    document = httpx.get(server.url + "/docs.json", timeout=10).json()
+    assert "/v2/models/{name}/infer" in document["paths"], "ours, not BentoML's"
     info = httpx.get(server.url + "/model", timeout=10).json()
     assert info["name"] == "tiny" and info["version"] != "file"
     assert "serving tiny" in server.log() and "CPUExecutionProvider" in server.log()
