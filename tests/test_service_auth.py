@@ -41,3 +41,20 @@ def test_the_bearer_scheme_is_case_insensitive_and_one_header_is_required(monkey
                             headers=[("Authorization", "Bearer nope"),
                                      ("Authorization", "Bearer s3cret")])
         assert twice.status_code == 400 and "one Authorization header" in twice.json()["error"]
+
+
+def test_with_a_token_answers_are_cached_privately_and_the_token_comes_first(monkeypatch, tmp_path):
+    tiny_onnx = export_tiny(tmp_path / "tiny.onnx")
+    body = {"n": 1, "seed": 3}
+    with serving_app(monkeypatch, tiny_onnx, DCGAN_API_TOKEN="s3cret", DCGAN_CACHE_MAX_AGE="0") as client:
+        response = client.post("/sample", json=body, headers={"Authorization": "Bearer s3cret"})
+        assert response.status_code == 200
+        # a shared cache must not hand the images to clients without the token
+        assert response.headers["cache-control"] == "private, no-cache"
+        assert response.headers["vary"] == "Authorization"
+        tag = response.headers["etag"]
+        unauthorised = client.post("/sample", json=body, headers={"If-None-Match": tag})
+        assert unauthorised.status_code == 401, "the token is checked before the cache"
+        cached = client.post("/sample", json=body, headers={
+            "Authorization": "Bearer s3cret", "If-None-Match": tag})
+        assert cached.status_code == 304
