@@ -1,14 +1,16 @@
 """HTTP caching of the answers that a request determines: a strong `ETag`, 304 for a
 matching `If-None-Match`, and `Cache-Control`.
 
-An answer of /sample (with a `seed`), /interpolate, /edit and /combine is a function of
+An answer of /sample (with a `seed`), /interpolate, /edit, /combine and the Open
+Inference Protocol's infer (seeds or latents, always) is a function of
 the model file and the request alone: the same request gives the same bytes (the
 generation layer's promise). Its tag is a hash of the model's file digest (SHA-256, the
 registry's), its served name, version and execution provider, and the canonical request:
 the validated request model with its defaults filled in, keys sorted, the `model` it
 names resolved to the served name (so `"model": null` and the default's name share a
-tag). The format is part of the request body, so nothing in `Accept` changes the
-answer. The tag is computed before any generation work, so a matching `If-None-Match`
+tag); for infer, each input tensor's datatype, shape and bytes, the parameters and
+the outputs asked for. The format is part of the request body, so nothing in `Accept`
+changes the answer. The tag is computed before any generation work, so a matching `If-None-Match`
 costs no inference. A /sample without a seed draws a random one: no tag, `no-store`.
 
 `Cache-Control` of a tagged answer: `public, max-age=<DCGAN_CACHE_MAX_AGE>, immutable`;
@@ -35,20 +37,21 @@ ENCODING_VERSION = 1
 NO_STORE = "no-store"
 
 
-def canonical_request(req: Any, model_name: str) -> dict[str, Any]:
-    """The validated request as plain JSON values, defaults filled, `model` resolved."""
-    return {**req.model_dump(mode="json"), "model": model_name}
-
-
 def entity_tag(endpoint: str, served: Any, req: Any) -> str | None:
-    """The strong ETag of `endpoint`'s answer to `req` on `served` (a registry's Served),
-    or None when the answer is not reproducible (a seed the server draws)."""
+    """The strong ETag of `endpoint`'s answer to `req` (a validated request model) on
+    `served` (a registry's Served), or None when the answer is not reproducible (a seed
+    the server draws) or `endpoint` is not tagged."""
     if endpoint not in ENDPOINTS or (endpoint == "sample" and req.seed is None):
         return None
+    return tag_of(endpoint, served, {**req.model_dump(mode="json"), "model": served.name})
+
+
+def tag_of(endpoint: str, served: Any, request: dict[str, Any]) -> str:
+    """The strong ETag of `endpoint`'s answer on `served` to `request`, canonical JSON
+    values (the Open Inference Protocol's handler makes its own)."""
     key = {"encoding": ENCODING_VERSION, "endpoint": endpoint, "model": served.name,
            "version": served.version, "digest": served.digest,
-           "provider": served.generator.provider,
-           "request": canonical_request(req, served.name)}
+           "provider": served.generator.provider, "request": request}
     text = json.dumps(key, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
 

@@ -90,3 +90,17 @@ def test_each_model_has_its_own_tags(client):
     answer = client.post("/sample", json={"seed": 1, "model": "other"},
                          headers={"If-None-Match": tags["tiny"]})
     assert answer.status_code == 200 and inferences("other") > before
+
+
+def test_open_inference_protocol_answers_are_tagged_too(client):
+    def infer(seeds, **headers):
+        body = {"inputs": [{"name": "seed", "datatype": "INT64", "shape": [len(seeds)], "data": seeds}]}
+        return client.post("/v2/models/tiny/infer", json=body, headers=headers)
+
+    first = infer([1, 2])
+    assert first.status_code == 200 and first.headers["cache-control"].startswith("public")
+    tag = first.headers["etag"]
+    assert infer([1, 2]).headers["etag"] == tag and infer([2, 1]).headers["etag"] != tag
+    before = inferences()
+    cached = infer([1, 2], **{"If-None-Match": tag})
+    assert cached.status_code == 304 and cached.content == b"" and inferences() == before
