@@ -22,7 +22,10 @@ naming the model and why it is not ready, while the other models serve. /readyz 
 200 only when every model is loaded and warmed up in every worker (readiness.py). A
 model that cannot load leaves one ERROR line in the log; bad settings leave one ERROR
 line per bad variable, naming it and what it accepts; either way the server stays
-alive, not ready, with the reason in /model and /models (no restart loop).
+alive, not ready, with the reason in /model and /models (no restart loop). An answer
+that the request determines (a seed given, or latents) carries a strong ETag and
+Cache-Control, and a request whose If-None-Match names it gets 304 before any work
+(service/caching.py).
 
 Opening a generator, turning a request into latents and labels (the label rule and the
 checks that depend on the model) and encoding PNGs and GIFs are the generation layer's
