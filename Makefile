@@ -55,7 +55,7 @@ install-dev: EXTRAS := --all-extras
 install-dev: check-lock $(VENV)/.installed-dev
 
 serve: install-serving
-	$(BIN)/bentoml serve service.service:DCGAN --host 127.0.0.1 --port $(PORT)
+	MALLOC_ARENA_MAX=2 $(BIN)/bentoml serve service.service:DCGAN --host 127.0.0.1 --port $(PORT)
 
 test: install-dev
 	$(BIN)/python -m pytest -q

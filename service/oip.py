@@ -32,6 +32,7 @@ Token and body size are checked by the guard before this module sees the request
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import zlib
@@ -46,6 +47,7 @@ from starlette.routing import Route
 from models import generation as gen
 from models.generation import GenerationError
 from service import metrics
+from service.caching import matches, tag_of
 from service.registry import Served, ServeError
 from service.runtime import Overloaded, offload
 
@@ -163,6 +165,9 @@ async def infer(request: Request) -> Response:
                            service.limits.max_body_bytes)
         header, binary = _split(body, request.headers.get("inference-header-content-length"))
         ask = parse_request(header, binary, served.card, service.limits)
+        tag = tag_of(ENDPOINT, served, _canonical(ask))
+        if matches(request.headers.get("if-none-match"), tag):
+            return service.caching.not_modified(tag)
         plan = await offload(_plan, served.card, ask, heavy=ask["n"] > 8)
         images = await served.batcher.generate(plan.latents, plan.labels)
         content, headers = await offload(encode_response, served, ask, plan, images,
@@ -178,7 +183,17 @@ async def infer(request: Request) -> Response:
         metrics.count_rejected(ENDPOINT, "overloaded", label)
         return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
     metrics.count_images(ENDPOINT, len(images), served.name)
-    return Response(content, headers=headers)
+    return service.caching.mark(Response(content, headers=headers), tag)
+
+
+def _canonical(ask: dict[str, Any]) -> dict[str, Any]:
+    """A parsed request as the JSON values its answer depends on (service/caching.py)."""
+    inputs = {name: [values.dtype.str, list(values.shape),
+                     hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()]
+              for name, values in ask["inputs"].items()}
+    answered_id = ask["id"] if isinstance(ask["id"], str) else None  # as encode_response
+    return {"inputs": inputs, "truncation": ask["truncation"], "id": answered_id,
+            "outputs": [list(output) for output in ask["outputs"]]}
 
 
 def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:

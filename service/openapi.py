@@ -117,13 +117,34 @@ def _refusals(*codes: int, body: str = "Error") -> dict[str, Any]:
     return out
 
 
+# Answers the request determines (service/caching.py): an ETag to revalidate with, and 304.
+CACHE_HEADERS = {
+    "ETag": {"description": "A strong tag of the model and the request; absent when the "
+                            "server picks the seed.", "schema": {"type": "string"}},
+    "Cache-Control": {"description": "How long a cache may keep the answer (no-store when "
+                                     "the server picks the seed).", "schema": {"type": "string"}},
+    "Vary": {"description": "Authorization, when the service has a token.",
+             "schema": {"type": "string"}},
+}
+IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False,
+                 "description": "An ETag of an earlier answer: 304 if it still holds.",
+                 "schema": {"type": "string"}}
+NOT_MODIFIED = {"description": "Not modified: the answer of the ETag given still holds.",
+                "headers": {key: CACHE_HEADERS[key] for key in ("ETag", "Cache-Control")}}
+
+
 def _post(operation_id: str, summary: str, request: dict[str, Any], ok: dict[str, Any], *,
           token: bool,
           refusals: tuple[int, ...] = (400, 401, 404, 413, 415, 503),
-          body: str = "Error", tag: str = TAG, **extra) -> dict[str, Any]:
+          body: str = "Error", tag: str = TAG, cached: bool = False, **extra) -> dict[str, Any]:
+    responses = {"200": ok, **_refusals(*refusals, body=body)}
+    if cached:
+        ok["headers"] = {**ok.get("headers", {}), **CACHE_HEADERS}
+        responses["304"] = NOT_MODIFIED
+        extra["parameters"] = [*extra.get("parameters", []), IF_NONE_MATCH]
     operation = {"operationId": operation_id, "tags": [tag], "summary": summary,
                  "requestBody": {"required": True, "content": request},
-                 "responses": {"200": ok, **_refusals(*refusals, body=body)}, **extra}
+                 "responses": responses, **extra}
     if token:
         operation["security"] = [{"bearer": []}]
     return {"post": operation}
@@ -166,22 +187,22 @@ def _native_paths(requests: dict[str, type[BaseModel]], schemas: dict[str, Any],
             "sample", "Draw images by seed. format: json (base64 PNGs), png (one grid), array (floats).",
             body("/sample"), {"description": "The images, in the format asked for.", "headers": count,
                               "content": {**_json("SampleResponse", "SampleArrays"),
-                                          "image/png": BINARY}}, token=token),
+                                          "image/png": BINARY}}, token=token, cached=True),
         "/interpolate": _post(
             "interpolate", "Walk between two seeds or latents. format: frames, png (a strip), gif, array.",
             body("/interpolate"), {"description": "The frames, in the format asked for.",
                                    "content": {**_json("InterpolateResponse", "InterpolateArrays"),
-                                               **pictures}}, token=token),
+                                               **pictures}}, token=token, cached=True),
         "/edit": _post(
             "edit", "Move a seed or latent along a direction, one frame per strength.",
             body("/edit"), {"description": "The frames, in the format asked for.",
                             "content": {**_json("EditFrames", "EditArrays"), **pictures}},
-            token=token),
+            token=token, cached=True),
         "/combine": _post(
             "combine", "The image of a weighted sum of seeds and latents.",
             body("/combine"), {"description": "The image, in the format asked for.",
                                "content": {**_json("CombineImage", "CombineArrays"),
-                                           "image/png": BINARY}}, token=token),
+                                           "image/png": BINARY}}, token=token, cached=True),
         "/project": _post(
             "project", "Pictures -> latents (the model's encoder), with their reconstructions.",
             {**body("/project"), "multipart/form-data": {"schema": upload}},
@@ -233,7 +254,7 @@ def _oip_paths(token: bool) -> dict[str, Any]:
                  "description": "With binary outputs: the length of the JSON header.",
                  "schema": {"type": "integer", "minimum": 0}}}},
             token=token, refusals=(400, 401, 404, 413, 415, 503), body=error, tag=PROTOCOL_TAG,
-            parameters=parameters)
+            parameters=parameters, cached=True)
         for path in (base, f"{base}/ready", f"{base}/infer"):
             for operation in paths[path].values():
                 operation["responses"]["404"]["content"].update(unrouted)

@@ -22,7 +22,10 @@ naming the model and why it is not ready, while the other models serve. /readyz 
 200 only when every model is loaded and warmed up in every worker (readiness.py). A
 model that cannot load leaves one ERROR line in the log; bad settings leave one ERROR
 line per bad variable, naming it and what it accepts; either way the server stays
-alive, not ready, with the reason in /model and /models (no restart loop).
+alive, not ready, with the reason in /model and /models (no restart loop). An answer
+that the request determines (a seed given, or latents) carries a strong ETag and
+Cache-Control, and a request whose If-None-Match names it gets 304 before any work
+(service/caching.py).
 
 Opening a generator, turning a request into latents and labels (the label rule and the
 checks that depend on the model) and encoding PNGs and GIFs are the generation layer's
@@ -55,6 +58,8 @@ from starlette.staticfiles import StaticFiles
 from models import generation as gen
 from models.generation import GenerationError
 from service import latent_space, metrics, oip, openapi
+from service.caching import ENDPOINTS as CACHED
+from service.caching import CachePolicy, entity_tag, matches
 from service.guard import RequestGuard, error_body
 from service.readiness import WorkerReadiness, worker_count
 from service.registry import Registry, Served, ServeError, known_names
@@ -100,6 +105,7 @@ class DCGAN:
     def __init__(self) -> None:
         self.settings = SETTINGS
         self.limits = LIMITS
+        self.caching = CachePolicy(SETTINGS.cache_max_age, private=bool(SETTINGS.api_token))
         from bentoml._internal.context import server_context
 
         error = None
@@ -158,7 +164,7 @@ class DCGAN:
         same image, whatever `n`). Formats: json (base64 PNGs and seeds), png (one grid),
         array (floats in [-1, 1])."""
         req = SampleRequest.model_construct(**params)
-        return await self._serve("sample", self._sample, req)
+        return await self._serve("sample", self._sample, req, _if_none_match())
 
     @bentoml.api(route="/interpolate", input_spec=InterpolateRequest)
     async def interpolate(self, **params: Any) -> InterpolateResponse:
@@ -166,21 +172,21 @@ class DCGAN:
         end points included: the first and last frames are the images /sample gives for
         them. Formats: frames (base64 PNGs), png (one strip), gif, array."""
         req = InterpolateRequest.model_construct(**params)
-        return await self._serve("interpolate", self._interpolate, req)
+        return await self._serve("interpolate", self._interpolate, req, _if_none_match())
 
     @bentoml.api(route="/edit", input_spec=EditRequest)
     async def edit(self, **params: Any) -> Any:
         """Move a seed or latent along a direction (`direction`, from GET /directions, or
         `from_class` -> `to_class`), one frame per strength. Formats as /interpolate."""
         req = EditRequest.model_construct(**params)
-        return await self._serve("edit", self._edit, req)
+        return await self._serve("edit", self._edit, req, _if_none_match())
 
     @bentoml.api(route="/combine", input_spec=CombineRequest)
     async def combine(self, **params: Any) -> Any:
         """The image of a weighted sum of seeds and latents (`terms`). Formats: json
         (base64 PNG and the latent), png, array."""
         req = CombineRequest.model_construct(**params)
-        return await self._serve("combine", self._combine, req)
+        return await self._serve("combine", self._combine, req, _if_none_match())
 
     async def _project(self, served: Served, req: latent_space.Pictures) -> tuple[Response, int]:
         return await latent_space.project(served, req, space=served.latent,
@@ -194,13 +200,18 @@ class DCGAN:
         return await latent_space.combine(served, req, space=served.latent,
                                           generate=served.batcher.generate)
 
-    async def _serve(self, endpoint: str, handler, req) -> Response:
+    async def _serve(self, endpoint: str, handler, req, if_none_match: str | None = None) -> Response:
         """Route `req` to the model it names (`req.model`; None: the default) and run
         `handler(served, req) -> (response, images)` on it; every refusal is a 4xx/503
-        naming the field. A new endpoint that takes `model` is one more such handler."""
+        naming the field. A new endpoint that takes `model` is one more such handler.
+        An answer the request determines carries its ETag, and a request whose
+        If-None-Match names it gets 304 before any work (service/caching.py)."""
         label = self.registry.label(req.model)
         try:
             served = self.registry.serving(req.model)
+            tag = entity_tag(endpoint, served, req)
+            if tag and matches(if_none_match, tag):
+                return self.caching.not_modified(tag)
             response, count = await handler(served, req)
         except ServeError as exc:
             metrics.count_rejected(endpoint, "unknown_model" if exc.status == 404 else "not_ready", label)
@@ -212,7 +223,7 @@ class DCGAN:
             metrics.count_rejected(endpoint, "overloaded", label)
             return JSONResponse(error_body(str(exc)), status_code=503, headers={"Retry-After": "1"})
         metrics.count_images(endpoint, count, served.name)
-        return response
+        return self.caching.mark(response, tag) if endpoint in CACHED else response
 
     async def _sample(self, served: Served, req: SampleRequest) -> tuple[Response, int]:
         card = served.card
@@ -262,6 +273,13 @@ class DCGAN:
         body = {"steps": n, "method": req.method, **_labels_field(labels),
                 "shape": list(card.output_shape), "frames": pngs, "model": _model_field(served)}
         return JSONResponse(body), n
+
+
+def _if_none_match() -> str | None:
+    """The If-None-Match header of the API request being answered (BentoML keeps the
+    request in a context variable; a `ctx` parameter would also make BentoML overwrite
+    every answer's status with its own)."""
+    return DCGAN.context.request.headers.get("if-none-match")
 
 
 # --- web page, /model and /docs (GET routes beside BentoML's POST APIs) -----------------

@@ -110,6 +110,11 @@ class Settings:
     max_body_bytes: int = _setting(
         "DCGAN_MAX_BODY_BYTES", 64 * 1024, kind=int, low=1, high=64 * 1024 * 1024,
         meaning="largest request body; a larger one gets 413")
+    cache_max_age: int = _setting(
+        "DCGAN_CACHE_MAX_AGE", 86400, kind=int, low=0, high=31_536_000,
+        meaning="seconds a browser or CDN may reuse an answer that the request determines "
+                "(a seed given, or latents) without asking again; `0`: always revalidate "
+                "with its `ETag`. Lower it when a model is redeployed under the same name")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

@@ -167,6 +167,17 @@ def test_generated_dockerfiles_use_the_debian_python_base_and_a_non_root_user(bu
         assert "ARG BENTO_USER_UID=1034" in dockerfile.read_text()
 
 
+def test_the_images_cap_glibc_malloc_arenas(built):
+    # Uncapped, glibc keeps up to 8 arenas per core, one per allocating thread.
+    for variant in ("cpu", "gpu"):
+        bento = yaml.safe_load((built[variant] / "bento.yaml").read_text())
+        envs = {env["name"]: env.get("value") for env in bento["envs"]}
+        assert envs["MALLOC_ARENA_MAX"] == "2", variant
+        dockerfile = (built[variant] / "env/docker/Dockerfile").read_text()
+        assert "ARG MALLOC_ARENA_MAX=2" in dockerfile, variant
+        assert "ENV MALLOC_ARENA_MAX=$MALLOC_ARENA_MAX" in dockerfile, variant
+
+
 def test_the_generator_is_packed_in_the_exported_bento(built):
     name, version = built["model_tag"].split(":")
     bento = yaml.safe_load((built["cpu"] / "bento.yaml").read_text())

@@ -31,8 +31,10 @@ BASE = "http://testserver"  # the test client's
 # shared by every model (nz: a latent's length; num_classes: the label range; the most
 # images its pixels allow) or that tie two fields (seed + n - 1 <= the largest seed).
 # And an invalid request may be refused for its size first (413), before its content.
+# A valid request with an If-None-Match the answer matches (`*` matches any) gets its
+# declared 304.
 CONFIG = SchemathesisConfig.from_dict({"checks": {
-    "positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404"]},
+    "positive_data_acceptance": {"expected-statuses": ["2xx", "304", "400", "404"]},
     "negative_data_rejection": {"expected-statuses": ["400", "404", "413", "415"]},
 }})
 
@@ -149,6 +151,19 @@ def test_hand_written_requests_get_the_answers_the_document_declares(
     case.validate_response(response)  # every check: status, media type, headers, body schema
 
 
+@pytest.mark.parametrize("path, body", [("/sample", {"n": 2, "seed": 3}),
+                                        ("/interpolate", {"start": 1, "end": 2, "steps": 3})])
+def test_a_revalidated_answer_and_its_304_are_declared(schema, session, path, body):
+    first = schema[path]["POST"].Case(body=body, media_type="application/json")
+    response = first.call(base_url=BASE, session=session)
+    first.validate_response(response)
+    again = schema[path]["POST"].Case(body=body, media_type="application/json",
+                                      headers={"If-None-Match": response.headers["etag"][0]})
+    cached = again.call(base_url=BASE, session=session)
+    assert cached.status_code == 304
+    again.validate_response(cached)
+
+
 def test_a_body_that_is_not_json_gets_a_declared_415(schema, session):
     case = schema["/sample"]["POST"].Case(body="n=2", media_type="text/plain")
     response = case.call(base_url=BASE, session=session)
@@ -167,7 +182,9 @@ def test_the_document_declares_unions_nullables_media_types_and_refusals(schema,
     assert walk["label"]["nullable"] is True and walk["truncation"]["nullable"] is True
     assert schemas["Error"]["properties"]["detail"]["type"] == "array"
     sample = document["paths"]["/sample"]["post"]
-    assert set(sample["responses"]) == {"200", "400", "401", "404", "413", "415", "503"}
+    assert set(sample["responses"]) == {"200", "304", "400", "401", "404", "413", "415", "503"}
+    assert {"ETag", "Cache-Control"} <= set(sample["responses"]["200"]["headers"])
+    assert {"name": "If-None-Match", "in": "header"}.items() <= sample["parameters"][0].items()
     assert "Retry-After" in sample["responses"]["503"]["headers"]
     assert set(sample["responses"]["200"]["content"]) == {"application/json", "image/png"}
     walks = document["paths"]["/interpolate"]["post"]["responses"]["200"]["content"]

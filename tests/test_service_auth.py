@@ -56,3 +56,20 @@ def test_with_a_token_the_openapi_document_asks_for_it_and_declares_the_401(monk
     case = schemathesis.openapi.from_dict(document)["/sample"]["POST"].Case(
         body={"n": 1}, media_type="application/json")
     case.validate_response(response)  # the declared 401: its body and WWW-Authenticate
+
+
+def test_with_a_token_answers_are_cached_privately_and_the_token_comes_first(monkeypatch, tmp_path):
+    tiny_onnx = export_tiny(tmp_path / "tiny.onnx")
+    body = {"n": 1, "seed": 3}
+    with serving_app(monkeypatch, tiny_onnx, DCGAN_API_TOKEN="s3cret", DCGAN_CACHE_MAX_AGE="0") as client:
+        response = client.post("/sample", json=body, headers={"Authorization": "Bearer s3cret"})
+        assert response.status_code == 200
+        # a shared cache must not hand the images to clients without the token
+        assert response.headers["cache-control"] == "private, no-cache"
+        assert response.headers["vary"] == "Authorization"
+        tag = response.headers["etag"]
+        unauthorised = client.post("/sample", json=body, headers={"If-None-Match": tag})
+        assert unauthorised.status_code == 401, "the token is checked before the cache"
+        cached = client.post("/sample", json=body, headers={
+            "Authorization": "Bearer s3cret", "If-None-Match": tag})
+        assert cached.status_code == 304

@@ -1,7 +1,7 @@
 """The web page at / in a real headless Chromium, driven over the DevTools protocol
 against a real `bentoml serve`: it draws a grid of samples for a seed, its slider walks
-between two seeds (ending on their own samples), it shows refusals, and it throws no
-JavaScript error."""
+between two seeds (ending on their own samples), it reuses an answer it has already
+had (asking with its ETag: 304), it shows refusals, and it throws no JavaScript error."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from test_service_runtime import export_tiny
-from test_service_server import BentoServer
+from test_service_server import BentoServer, metric
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -163,6 +163,14 @@ def test_grid_slider_and_errors_in_a_real_browser(page_server, tmp_path):
             assert await browser.js("document.getElementById('label').value") == ""
             assert "unconditional" in await browser.js("document.getElementById('model-line').textContent")
             assert await browser.js("document.querySelector('#grid img').title") == "seed 100"
+
+            # The same grid again: the page asks with the ETag it kept and reuses its copy.
+            await browser.js("document.getElementById('status').textContent = ''; "
+                             "document.querySelector('#sample-form button[type=submit]').click()")
+            await browser.wait_for("document.getElementById('status').textContent.startsWith('plain')")
+            assert await browser.js("document.querySelector('#grid img').title") == "seed 100"
+            assert metric(page_server.metrics(), "dcgan_requests_total", endpoint="sample",
+                          model="plain", code="304") == 1
 
             # A request the server refuses (a seed past 2**63 - 1) shows its message.
             await browser.js("document.getElementById('seed').value = '99999999999999999999'; "

@@ -15,15 +15,35 @@ function status(text, isError = false) {
   $("status").className = isError ? "error" : "";
 }
 
+// Answers the request determines come with an ETag: the page keeps the last few and asks
+// again with If-None-Match, so a request made before costs the server no work (304).
+// Browsers do not cache POST answers themselves.
+const answers = new Map();  // path + body -> {etag, data}, oldest first
+const MAX_ANSWERS = 32;
+
 async function post(path, body) {
   const headers = { "Content-Type": "application/json" };
   const token = $("token").value || sessionStorage.getItem("dcgan-token");
   if (token) headers.Authorization = "Bearer " + token;
   body.model = $("model").value;
+  const key = path + " " + JSON.stringify(body);
+  const kept = answers.get(key);
+  if (kept) headers["If-None-Match"] = kept.etag;
   const response = await fetch(path, { method: "POST", headers, body: JSON.stringify(body) });
+  if (response.status === 304 && kept) {
+    answers.delete(key);
+    answers.set(key, kept);  // now the newest
+    return kept.data;
+  }
   const data = await response.json().catch(() => ({ error: response.statusText }));
   if (!response.ok) throw new Error(data.error || response.statusText);
   if (token) sessionStorage.setItem("dcgan-token", token);
+  const etag = response.headers.get("ETag");
+  if (etag) {
+    answers.delete(key);
+    answers.set(key, { etag, data });
+    if (answers.size > MAX_ANSWERS) answers.delete(answers.keys().next().value);
+  }
   return data;
 }
 
