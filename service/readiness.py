@@ -94,16 +94,65 @@ class WorkerReadiness:
         return self.directory / f"worker-{k}.json"
 
     def _read(self, k: int) -> frozenset[str]:
+        return self._worker(k)[1] or frozenset()
+
+    def _worker(self, k: int) -> tuple[int | None, frozenset[str] | None]:
+        """Worker k's pid and ready models: (None, {}) before it has written its file,
+        (pid, None) when that process is gone."""
         try:
             data = json.loads(self._file(k).read_text())
-            os.kill(int(data["pid"]), 0)  # ProcessLookupError: that worker is gone
-            return frozenset(data["ready"])
-        except PermissionError:  # alive, another user's process: trust the file
-            return frozenset(data["ready"])
+            pid, ready = int(data["pid"]), frozenset(data["ready"])
         except (OSError, ValueError, KeyError, TypeError):
-            return frozenset()
+            return None, frozenset()
+        return (pid, ready) if _alive(pid) else (pid, None)
+
+    def lagging(self, models: Iterable[str]) -> list[str]:
+        """What the other workers lack of `models`, one phrase per worker, e.g.
+        "worker 2 is loading mnist" or "worker 2 (pid 41) is gone"."""
+        if not self.shared:
+            return []
+        phrases = []
+        for k in range(1, self.workers + 1):
+            if k == self.index:
+                continue
+            pid, ready = self._worker(k)
+            if ready is None:
+                phrases.append(f"worker {k} (pid {pid}) is gone")
+            elif pid is None:
+                phrases.append(f"worker {k} is starting")
+            elif lacking := sorted(set(models) - ready):
+                phrases.append(f"worker {k} is loading {', '.join(lacking)}")
+        return phrases
+
+    def gone(self) -> list[int]:
+        """The other workers whose process is gone (and not yet replaced)."""
+        if not self.shared:
+            return []
+        return [k for k in range(1, self.workers + 1) if k != self.index and self._worker(k)[1] is None]
 
     def withdraw(self) -> None:
         """At shutdown: this worker serves nothing any more."""
         if self.shared:
             self._file(self.index).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs. A worker killed a moment ago stays a zombie until the
+    supervisor reaps it (up to 10 s with BentoML's circus settings): that counts as gone."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except ImportError:
+        pass
+    except psutil.AccessDenied:  # alive, another user's process: trust the file
+        return True
+    except psutil.Error:  # NoSuchProcess: that worker is gone
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True

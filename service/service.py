@@ -38,6 +38,7 @@ guard's `routes` below.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -53,7 +54,7 @@ from starlette.staticfiles import StaticFiles
 
 from models import generation as gen
 from models.generation import GenerationError
-from service import latent_space, metrics, oip
+from service import latent_space, lifecycle, metrics, oip
 from service.guard import RequestGuard, error_body
 from service.readiness import WorkerReadiness, worker_count
 from service.registry import Registry, Served, ServeError, known_names
@@ -70,6 +71,8 @@ from service.settings import Settings, SettingsError
 
 logger = logging.getLogger("bentoml.dcgan")
 STATIC = Path(__file__).resolve().parent / "static"
+# BentoML restarts a worker that dies, except in its containers (BENTOML_CONTAINERIZED).
+WORKERS_RESTART = "BENTOML_CONTAINERIZED" not in os.environ
 # Below this many output values, encoding in the event loop is cheaper than a thread hop.
 INLINE_VALUES = 16 * 1024
 
@@ -108,9 +111,24 @@ class DCGAN:
                                  readiness=readiness)
         self.registry.start()
 
+    def __is_alive__(self) -> bool:
+        """False once a sibling worker is gone for good: in a container BentoML does not
+        restart workers, and a pod left with fewer would stay not ready; failing /livez
+        gets the container restarted instead."""
+        return not (self.registry.readiness.gone() and not WORKERS_RESTART)
+
     def __is_ready__(self) -> bool:
         """Every configured model loaded and warmed up, in every worker (readiness.py)."""
         return self.registry.all_ready()
+
+    @bentoml.on_startup
+    async def _load_before_listening(self) -> None:
+        """With more than one worker, a worker takes connections only once its models have
+        loaded (or failed): the replacement of one that died then never answers 503 while
+        its siblings serve. (One worker alone listens at once, so that /livez answers
+        while it loads.)"""
+        while self.registry.readiness.shared and self.registry.loading():
+            await asyncio.sleep(0.05)
 
     @bentoml.on_shutdown
     def _stop_batchers(self) -> None:
@@ -330,11 +348,18 @@ DCGAN.mount_asgi_app(
     path="/",
 )
 DCGAN.add_asgi_middleware(
+    lifecycle.Lifecycle, drain_s=SETTINGS.drain_ms / 1000,
+    reason=lambda: (r.not_ready_reason() if (r := _current_registry()) else "not ready: starting"),
+)
+DCGAN.add_asgi_middleware(
     RequestGuard, routes={"/sample": SampleRequest, "/interpolate": InterpolateRequest,
                           "/edit": EditRequest, "/combine": CombineRequest,
                           "/project": ProjectRequest},
     uploads={"/project": latent_space.LATENT_LIMITS.max_upload_bytes},
     max_body_bytes=LIMITS.max_body_bytes, token=SETTINGS.api_token,
+    body_timeout_s=SETTINGS.body_timeout_ms / 1000,
     on_reject=metrics.count_rejected, on_request=metrics.observe_request,
     model_label=known_names(_current_registry),
 )
+# `bentoml serve`'s supervisor imports this module too: it logs a worker that dies.
+lifecycle.log_worker_deaths()
