@@ -10,8 +10,10 @@ supervisor's copy of the socket with no worker left to accept them. Here SIGTERM
 request gets 503 with `Connection: close` and `Retry-After` (a clean refusal, which a
 client or proxy may retry elsewhere), every response closes its connection, and the
 requests in flight run to their end. After `DCGAN_DRAIN_MS`, once none is in flight,
-uvicorn's own graceful shutdown takes over: close the listener and the (now idle)
-connections, run the shutdown hooks, exit. A second SIGTERM changes nothing (the
+and when every worker drains (the server stops, not one worker: the readiness files
+say), the shared listening socket stops listening, so that a new connection is refused
+at once instead of queueing to be reset; then uvicorn's own graceful shutdown takes
+over: close the (now idle) connections, run the shutdown hooks, exit. A second SIGTERM changes nothing (the
 supervisor sends one after the process group's); SIGINT is left to uvicorn (Ctrl+C
 twice still forces). How long a body may take is bounded too (the guard,
 `DCGAN_BODY_TIMEOUT_MS`), so a client that never finishes one cannot hold the shutdown.
@@ -33,8 +35,11 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
+
+from service.readiness import WorkerReadiness
 
 logger = logging.getLogger("bentoml.dcgan")
 
@@ -48,10 +53,12 @@ class Lifecycle:
     lifespan), over uvicorn's own, in the main thread only (tests' in-process clients
     run the app in another thread, and keep their own shutdown)."""
 
-    def __init__(self, app, *, drain_s: float, reason: Callable[[], str | None]) -> None:
+    def __init__(self, app, *, drain_s: float, reason: Callable[[], str | None],
+                 readiness: Callable[[], WorkerReadiness | None] = lambda: None) -> None:
         self.app = app
         self.drain_s = drain_s
         self.reason = reason
+        self.readiness = readiness
         self.draining = False
         self.in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -111,18 +118,46 @@ class Lifecycle:
     async def _drain(self, sig: int) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
+        if (readiness := self.readiness()) is not None:
+            readiness.drain()
         logger.info("worker pid %d: SIGTERM, draining: /readyz 503, new requests 503 with "
                     "Connection: close, %d in flight", os.getpid(), self.in_flight)
         while loop.time() - start < self.drain_s or self.in_flight:
             await asyncio.sleep(0.02)
         logger.info("worker pid %d: drained after %.2f s, closing its connections",
                     os.getpid(), loop.time() - start)
+        if readiness is None or readiness.all_draining():
+            # The whole server stops: stop listening on the socket every worker (and the
+            # supervisor) shares, so that a new connection is refused at once instead of
+            # waiting in its queue, unaccepted, to be reset when the supervisor exits.
+            # The connections already accepted get their 503 before uvicorn closes them.
+            _stop_listening()
+            await asyncio.sleep(0.2)
         previous = self._previous
         if callable(previous):  # uvicorn's handler: its graceful shutdown
             previous(sig, None)
         else:
             signal.signal(sig, previous)
             signal.raise_signal(sig)
+
+
+def _stop_listening() -> None:
+    """shutdown(SHUT_RD) on this process's listening TCP sockets: on Linux the socket
+    leaves the listening state for every process that holds it, and pending connections
+    are refused; a worker started later on it listens again."""
+    try:
+        import psutil
+
+        listeners = [c.fd for c in psutil.Process().net_connections("inet")
+                     if c.status == psutil.CONN_LISTEN and c.fd >= 0]
+    except Exception:  # no psutil, or no permission to list: leave it to uvicorn
+        return
+    for fd in listeners:
+        try:
+            with socket.socket(fileno=os.dup(fd)) as listener:
+                listener.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
 
 async def _answer(send, status: int, body: bytes, content_type: bytes, *, close: bool) -> None:

@@ -59,6 +59,7 @@ class WorkerReadiness:
         self.workers, self.index = workers, index
         self.directory = directory or (server_directory() if self.shared else None)
         self._mine: frozenset[str] = frozenset()
+        self.draining = False
         # Models load in threads of their own: one update and one write at a time, or a
         # thread could write a list that misses what another has just added.
         self._lock = threading.Lock()
@@ -77,8 +78,28 @@ class WorkerReadiness:
     def _write(self, ready: frozenset[str]) -> None:
         self._mine = ready
         if self.shared:
-            body = json.dumps({"pid": os.getpid(), "ready": sorted(ready)}).encode()
-            atomic_write(self._file(self.index), body)
+            body = {"pid": os.getpid(), "ready": sorted(ready), "draining": self.draining}
+            atomic_write(self._file(self.index), json.dumps(body).encode())
+
+    def drain(self) -> None:
+        """This worker is shutting down (SIGTERM): it stays ready for its siblings, who
+        read that it drains (`all_draining`)."""
+        with self._lock:
+            self.draining = True
+            self._write(self._mine)
+
+    def all_draining(self) -> bool:
+        """Every other worker drains too, or is gone: the whole server is stopping."""
+        for k in range(1, self.workers + 1):
+            if self.shared and k != self.index:
+                try:
+                    data = json.loads(self._file(k).read_text())
+                except (OSError, ValueError):
+                    continue  # withdrawn (stopped) or never written
+                pid = data.get("pid") if isinstance(data, dict) else None
+                if isinstance(pid, int) and pid > 0 and not data.get("draining") and _alive(pid):
+                    return False
+        return True
 
     def ready_everywhere(self) -> frozenset[str]:
         """The models ready in every worker."""

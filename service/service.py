@@ -350,6 +350,7 @@ DCGAN.mount_asgi_app(
 DCGAN.add_asgi_middleware(
     lifecycle.Lifecycle, drain_s=SETTINGS.drain_ms / 1000,
     reason=lambda: (r.not_ready_reason() if (r := _current_registry()) else "not ready: starting"),
+    readiness=lambda: (r.readiness if (r := _current_registry()) else None),
 )
 DCGAN.add_asgi_middleware(
     RequestGuard, routes={"/sample": SampleRequest, "/interpolate": InterpolateRequest,
