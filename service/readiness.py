@@ -52,17 +52,21 @@ def server_directory() -> Path:
 class WorkerReadiness:
     """This worker's ready models, published for its siblings, and what they published.
 
-    `index` is BentoML's worker index (1..workers), None outside `bentoml serve`."""
+    `index` is BentoML's worker index (1..workers), None outside `bentoml serve`.
+    `replacing`: this worker replaces one of its index that died (its file names a dead
+    process), so the server has served before and waits for it."""
 
     def __init__(self, workers: int, index: int | None, directory: Path | None = None) -> None:
         self.shared = index is not None and workers > 1
         self.workers, self.index = workers, index
-        self.directory = directory or (server_directory() if self.shared else None)
+        # One worker alone writes its file too: its replacement reads it.
+        self.directory = directory or (server_directory() if index is not None else None)
         self._mine: frozenset[str] = frozenset()
         self.draining = False
         # Models load in threads of their own: one update and one write at a time, or a
         # thread could write a list that misses what another has just added.
         self._lock = threading.Lock()
+        self.replacing = index is not None and self._worker(index)[1] is None
         self.publish(())  # a stale file of this index (a worker that died) is overwritten
 
     def publish(self, ready: Iterable[str]) -> None:
@@ -77,7 +81,7 @@ class WorkerReadiness:
 
     def _write(self, ready: frozenset[str]) -> None:
         self._mine = ready
-        if self.shared:
+        if self.index is not None:
             body = {"pid": os.getpid(), "ready": sorted(ready), "draining": self.draining}
             atomic_write(self._file(self.index), json.dumps(body).encode())
 
@@ -153,7 +157,7 @@ class WorkerReadiness:
 
     def withdraw(self) -> None:
         """At shutdown: this worker serves nothing any more."""
-        if self.shared:
+        if self.index is not None:
             self._file(self.index).unlink(missing_ok=True)
 
 

@@ -123,11 +123,13 @@ class DCGAN:
 
     @bentoml.on_startup
     async def _load_before_listening(self) -> None:
-        """With more than one worker, a worker takes connections only once its models have
-        loaded (or failed): the replacement of one that died then never answers 503 while
-        its siblings serve. (One worker alone listens at once, so that /livez answers
+        """With more than one worker, or in place of one that died, a worker takes
+        connections only once its models have loaded (or failed): it never answers 503
+        while its siblings serve, and requests wait in the socket's queue for it rather
+        than get 503. (One worker's first start listens at once, so that /livez answers
         while it loads.)"""
-        while self.registry.readiness.shared and self.registry.loading():
+        readiness = self.registry.readiness
+        while (readiness.shared or readiness.replacing) and self.registry.loading():
             await asyncio.sleep(0.05)
 
     @bentoml.on_shutdown
