@@ -45,8 +45,11 @@ from service.readiness import WorkerReadiness
 
 logger = logging.getLogger("bentoml.dcgan")
 
-# Paths that stay served while draining (probes and scrapes), and are not requests to wait for.
-HEALTH = frozenset({"/livez", "/healthz", "/readyz", "/metrics"})
+# Paths that stay served while draining (probes and scrapes), and are not requests to wait
+# for; the readiness probes among them (BentoML's, the Open Inference Protocol's) answer 503.
+HEALTH = frozenset({"/livez", "/healthz", "/readyz", "/metrics", "/v2/health/live",
+                    "/v2/health/ready"})
+READINESS = frozenset({"/readyz", "/v2/health/ready"})
 
 
 class Lifecycle:
@@ -73,8 +76,9 @@ class Lifecycle:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "").rstrip("/") or "/"
-        if path == "/readyz":
-            reason = "draining: the server is shutting down" if self.draining else self.reason()
+        if path in READINESS:
+            reason = ("draining: the server is shutting down" if self.draining
+                      else self.reason() if path == "/readyz" else None)
             if reason is not None:
                 return await _answer(send, 503, f"{reason}\n".encode(), b"text/plain; charset=utf-8",
                                      close=self.draining)
