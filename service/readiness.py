@@ -10,8 +10,12 @@ The files live in a directory of their own per server: the temporary directory, 
 the pid and start time of the server's supervisor (the workers' parent process), so two
 servers on one machine, or a container restarted in the same pod with the same pid,
 never read each other's files. A worker that dies leaves a file naming a dead pid,
-which counts as nothing ready, until its replacement (same worker index) writes its
-own. Outside `bentoml serve` (one process, no worker index) nothing is written.
+which counts as nothing ready (a zombie not yet reaped included), until its
+replacement (same worker index) writes its own; reading that dead pid tells the
+replacement that it replaces one (`replacing`), so it listens only once loaded. Workers
+also say when they drain (SIGTERM), so that a worker knows when the whole server stops
+(service/lifecycle.py). Outside `bentoml serve` (one process, no worker index) nothing
+is written.
 """
 
 from __future__ import annotations
