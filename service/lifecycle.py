@@ -68,6 +68,7 @@ class Lifecycle:
         self.in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous = None
+        self._drainer: asyncio.Task | None = None  # held: the loop keeps only weak references
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -119,7 +120,10 @@ class Lifecycle:
         if self.draining:
             return
         self.draining = True
-        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._drain(sig)))
+        self._loop.call_soon_threadsafe(self._start_draining, sig)
+
+    def _start_draining(self, sig: int) -> None:
+        self._drainer = self._loop.create_task(self._drain(sig))
 
     async def _drain(self, sig: int) -> None:
         loop = asyncio.get_running_loop()
@@ -132,7 +136,7 @@ class Lifecycle:
             await asyncio.sleep(0.02)
         logger.info("worker pid %d: drained after %.2f s, closing its connections",
                     os.getpid(), loop.time() - start)
-        if readiness is None or readiness.all_draining():
+        if readiness is not None and readiness.all_draining():
             # The whole server stops: stop listening on the socket every worker (and the
             # supervisor) shares, so that a new connection is refused at once instead of
             # waiting in its queue, unaccepted, to be reset when the supervisor exits.

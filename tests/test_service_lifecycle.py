@@ -88,6 +88,7 @@ def test_sigterm_drains_kept_alive_clients_without_a_reset(tmp_path, tiny_onnx):
             thread.join(timeout=30)
         server.proc.wait(timeout=30)
         stopped = time.monotonic() - sigterm
+        log = server.log()
         assert stuck.recv(65536).startswith(b"HTTP/1.1 408 "), "the stuck request got its 408"
     finally:
         server.stop()
@@ -95,6 +96,7 @@ def test_sigterm_drains_kept_alive_clients_without_a_reset(tmp_path, tiny_onnx):
     assert readyz[1].startswith("draining"), readyz
     assert stopped < 3 + 0.5 + 5, f"the server took {stopped:.1f} s to stop"
     assert server.proc.returncode == 0
+    assert "died" not in log, "a worker stopped by the server is not a death"
     failures = [o for o in outcomes if not isinstance(o[1], int)]
     assert not failures, f"requests failed instead of a clean refusal: {failures}"
     assert sum(o[1] == 200 for o in outcomes) > 8, "the clients were served before"
