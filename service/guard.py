@@ -3,6 +3,10 @@ bearer token, the body size, the JSON and the request model, in that order, befo
 BentoML or the generator sees the request, and answers 401/413/415/400 itself with a
 message that names the field and what it accepts (`describe`).
 
+Reading a body is bounded in time (`body_timeout_s`, from the request's start): a client
+that stops sending gets 408 and its connection closed, so it cannot hold a worker, nor
+the worker's shutdown, which waits for the requests in flight.
+
 The Open Inference Protocol's infer routes (`/v2/models/<name>[/versions/<v>]/infer`)
 get the token and the body size only: their bodies may be binary tensors, which the
 protocol's handler (service/oip.py) parses; refusals there take the protocol's form,
@@ -137,6 +141,7 @@ class RequestGuard:
 
     def __init__(self, app, *, routes: Mapping[str, type[BaseModel]], max_body_bytes: int,
                  token: str | None = None, uploads: Mapping[str, int] | None = None,
+                 body_timeout_s: float | None = None,
                  on_reject: Callable[[str, str, str], None] | None = None,
                  on_request: Callable[[str, str, int, float], None] | None = None,
                  model_label: Callable[[str | None], str] | None = None) -> None:
@@ -145,6 +150,7 @@ class RequestGuard:
         self.uploads = dict(uploads or {})
         self.token = (token or "").encode()
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.on_reject = on_reject or (lambda endpoint, reason, model: None)
         self.on_request = on_request or (lambda endpoint, model, status, seconds: None)
         self.model_label = model_label or (lambda name: "")
@@ -181,6 +187,8 @@ class RequestGuard:
         token and size only), answer a refusal, or hand it on."""
         raw_headers = list(scope.get("headers") or [])
         headers = dict(raw_headers)
+        deadline = (asyncio.get_running_loop().time() + self.body_timeout_s
+                    if self.body_timeout_s else None)
 
         async def refuse(status: int, reason: str, message: str, body=None) -> None:
             self.on_reject(endpoint, reason, labelled["model"])
@@ -188,6 +196,8 @@ class RequestGuard:
                 body = {"error": message}
             payload = json.dumps(body or error_body(message)).encode()
             extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+            if status == 408:  # the rest of the body may still come: not on this connection
+                extra.append((b"connection", b"close"))
             await send({"type": "http.response.start", "status": status, "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()), *extra]})
@@ -214,15 +224,20 @@ class RequestGuard:
             return await refuse(415, "unsupported_media_type",
                                 f"request body: send JSON with 'Content-Type: application/json'{also}")
         body = bytearray()
-        while True:  # read it all (bounded), then hand BentoML the same bytes
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > limit:
-                return await refuse(413, "too_large", f"request body: at most {limit} bytes")
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:  # read it all (bounded), then hand BentoML the same bytes
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body += message.get("body", b"")
+                    if len(body) > limit:
+                        return await refuse(413, "too_large", f"request body: at most {limit} bytes")
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            return await refuse(408, "body_timeout", "request body: not received in full within "
+                                f"{self.body_timeout_s * 1000:.0f} ms (DCGAN_BODY_TIMEOUT_MS)")
         if model is None:  # an infer route: its handler parses the (maybe binary) body
             return await self.app(scope, _replay(body, receive), send)
         if upload:  # a picture upload: the endpoint reads the form (and its model)

@@ -99,6 +99,7 @@ REFUSALS = {
     400: "A bad request: the error names the field and what it accepts.",
     401: "No valid bearer token (only when the service has one, DCGAN_API_TOKEN).",
     404: "No such model (the error lists the models served), or no such resource.",
+    408: "The body took longer than DCGAN_BODY_TIMEOUT_MS to arrive; the connection is closed.",
     413: "The body is larger than the service accepts.",
     415: "The body is not JSON (or not a kind this route takes).",
     503: "The model is not ready (loading or failed, the error says which), or overloaded.",
@@ -135,7 +136,7 @@ NOT_MODIFIED = {"description": "Not modified: the answer of the ETag given still
 
 def _post(operation_id: str, summary: str, request: dict[str, Any], ok: dict[str, Any], *,
           token: bool,
-          refusals: tuple[int, ...] = (400, 401, 404, 413, 415, 503),
+          refusals: tuple[int, ...] = (400, 401, 404, 408, 413, 415, 503),
           body: str = "Error", tag: str = TAG, cached: bool = False, **extra) -> dict[str, Any]:
     responses = {"200": ok, **_refusals(*refusals, body=body)}
     if cached:
@@ -253,7 +254,7 @@ def _oip_paths(token: bool) -> dict[str, Any]:
              "headers": {"Inference-Header-Content-Length": {
                  "description": "With binary outputs: the length of the JSON header.",
                  "schema": {"type": "integer", "minimum": 0}}}},
-            token=token, refusals=(400, 401, 404, 413, 415, 503), body=error, tag=PROTOCOL_TAG,
+            token=token, refusals=(400, 401, 404, 408, 413, 415, 503), body=error, tag=PROTOCOL_TAG,
             parameters=parameters, cached=True)
         for path in (base, f"{base}/ready", f"{base}/infer"):
             for operation in paths[path].values():

@@ -180,9 +180,26 @@ class Registry:
     def ready_everywhere(self) -> frozenset[str]:
         return frozenset() if self.error else self.readiness.ready_everywhere()
 
+    def loading(self) -> bool:
+        """Some model of this worker is still loading (neither ready nor failed)."""
+        return any(m.batcher is None and m.error is None for m in self.models.values())
+
     def all_ready(self) -> bool:
         """Every configured model loaded and warmed up in every worker."""
         return bool(self.models) and self.ready_everywhere() >= set(self.models)
+
+    def not_ready_reason(self) -> str | None:
+        """Why this server is not ready, in words (None: it is): what /readyz says."""
+        if self.error:
+            return f"not ready: {self.error}"
+        if not self.models:
+            return "not ready: no generator configured"
+        here = [f"model {m.name} {'failed: ' + m.error if m.error else 'loading'}"
+                for m in self.models.values() if m.batcher is None]
+        if here and self.readiness.shared:
+            here[0] = f"worker {self.readiness.index}: {here[0]}"
+        lacking = here + self.readiness.lagging(self.models)
+        return f"not ready: {'; '.join(lacking)}" if lacking else None
 
     def listing(self) -> dict[str, Any]:
         """What GET /models answers."""

@@ -42,6 +42,7 @@ below (the guard's routes), and its operation and answers in the OpenAPI documen
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -57,7 +58,7 @@ from starlette.staticfiles import StaticFiles
 
 from models import generation as gen
 from models.generation import GenerationError
-from service import latent_space, metrics, oip, openapi
+from service import latent_space, lifecycle, metrics, oip, openapi
 from service.caching import ENDPOINTS as CACHED
 from service.caching import CachePolicy, entity_tag, matches
 from service.guard import RequestGuard, error_body
@@ -76,6 +77,8 @@ from service.settings import Settings, SettingsError
 
 logger = logging.getLogger("bentoml.dcgan")
 STATIC = Path(__file__).resolve().parent / "static"
+# BentoML restarts a worker that dies, except in its containers (BENTOML_CONTAINERIZED).
+WORKERS_RESTART = "BENTOML_CONTAINERIZED" not in os.environ
 # Below this many output values, encoding in the event loop is cheaper than a thread hop.
 INLINE_VALUES = 16 * 1024
 
@@ -118,9 +121,26 @@ class DCGAN:
                                  readiness=readiness)
         self.registry.start()
 
+    def __is_alive__(self) -> bool:
+        """False once a sibling worker is gone for good: in a container BentoML does not
+        restart workers, and a pod left with fewer would stay not ready; failing /livez
+        gets the container restarted instead."""
+        return not (self.registry.readiness.gone() and not WORKERS_RESTART)
+
     def __is_ready__(self) -> bool:
         """Every configured model loaded and warmed up, in every worker (readiness.py)."""
         return self.registry.all_ready()
+
+    @bentoml.on_startup
+    async def _load_before_listening(self) -> None:
+        """With more than one worker, or in place of one that died, a worker takes
+        connections only once its models have loaded (or failed): it never answers 503
+        while its siblings serve, and requests wait in the socket's queue for it rather
+        than get 503. (One worker's first start listens at once, so that /livez answers
+        while it loads.)"""
+        readiness = self.registry.readiness
+        while (readiness.shared or readiness.replacing) and self.registry.loading():
+            await asyncio.sleep(0.05)
 
     @bentoml.on_shutdown
     def _stop_batchers(self) -> None:
@@ -363,9 +383,17 @@ DCGAN.mount_asgi_app(
     path="/",
 )
 DCGAN.add_asgi_middleware(
+    lifecycle.Lifecycle, drain_s=SETTINGS.drain_ms / 1000,
+    reason=lambda: (r.not_ready_reason() if (r := _current_registry()) else "not ready: starting"),
+    readiness=lambda: (r.readiness if (r := _current_registry()) else None),
+)
+DCGAN.add_asgi_middleware(
     RequestGuard, routes=REQUESTS,
     uploads={"/project": latent_space.LATENT_LIMITS.max_upload_bytes},
     max_body_bytes=LIMITS.max_body_bytes, token=SETTINGS.api_token,
+    body_timeout_s=SETTINGS.body_timeout_ms / 1000,
     on_reject=metrics.count_rejected, on_request=metrics.observe_request,
     model_label=known_names(_current_registry),
 )
+# `bentoml serve`'s supervisor imports this module too: it logs a worker that dies.
+lifecycle.log_worker_deaths()

@@ -115,6 +115,16 @@ class Settings:
         meaning="seconds a browser or CDN may reuse an answer that the request determines "
                 "(a seed given, or latents) without asking again; `0`: always revalidate "
                 "with its `ETag`. Lower it when a model is redeployed under the same name")
+    body_timeout_ms: int = _setting(
+        "DCGAN_BODY_TIMEOUT_MS", 10_000, kind=int, low=100, high=600_000,
+        meaning="most time from a request's start to the end of its body; a slower body "
+                "gets 408 and its connection closed (a client that never finishes cannot "
+                "hold a worker, nor its shutdown)")
+    drain_ms: int = _setting(
+        "DCGAN_DRAIN_MS", 1000, kind=int, low=0, high=600_000,
+        meaning="after SIGTERM, /readyz answers 503 and new requests 503 with "
+                "`Connection: close` for at least this long, and until the requests in "
+                "flight have finished; then the worker closes its connections and stops")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

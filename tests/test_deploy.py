@@ -211,13 +211,15 @@ def test_probes_resources_and_security(overlay):
         assert any(env[variable] == m or env[variable].startswith(m.rstrip("/") + "/")
                    for m in mounts), f"{variable}={env[variable]} is not on a writable volume"
 
-    # ONNX Runtime sizes its thread pool from the node's cores unless told: keep it
-    # within the pod's CPU limit.
+    # ONNX Runtime sizes its thread pool from the node's cores unless told: keep every
+    # worker's together within the pod's CPU limit.
     settings = {}
     for ref in container["envFrom"]:
         settings.update(next(o for o in objects if o["kind"] == "ConfigMap" and
                              o["metadata"]["name"] == ref["configMapRef"]["name"])["data"])
-    assert 1 <= int(settings["DCGAN_ORT_THREADS"]) <= _cpus(container["resources"]["limits"]["cpu"])
+    workers = re.fullmatch(r"services\.DCGAN\.workers=(\d+)", settings["BENTOML_CONFIG_OPTIONS"])
+    threads = int(settings["DCGAN_ORT_THREADS"]) * int(workers[1])
+    assert 1 <= threads <= _cpus(container["resources"]["limits"]["cpu"])
     # Every value is one the service accepts: a bad one would leave the new pods not ready.
     from service.settings import Settings
 

@@ -182,7 +182,7 @@ def test_the_document_declares_unions_nullables_media_types_and_refusals(schema,
     assert walk["label"]["nullable"] is True and walk["truncation"]["nullable"] is True
     assert schemas["Error"]["properties"]["detail"]["type"] == "array"
     sample = document["paths"]["/sample"]["post"]
-    assert set(sample["responses"]) == {"200", "304", "400", "401", "404", "413", "415", "503"}
+    assert set(sample["responses"]) == {"200", "304", "400", "401", "404", "408", "413", "415", "503"}
     assert {"ETag", "Cache-Control"} <= set(sample["responses"]["200"]["headers"])
     assert {"name": "If-None-Match", "in": "header"}.items() <= sample["parameters"][0].items()
     assert "Retry-After" in sample["responses"]["503"]["headers"]
