@@ -163,7 +163,8 @@ class Batcher:
     `on_call(seconds, images, requests)` is told about every ONNX Runtime call; `gate`
     is shared with the other models' Batchers of the worker. Every request is admitted
     first (`admission`, see Admission: `latency_target_ms`, 0 for no bound; `name`, the
-    model's, for the refusal), whether batching is on or off.
+    model's, for the refusal), whether batching is on or off; `on_wait(seconds)` is told
+    how long each admitted request waited for its images.
     Merged batches of at most `inline_images` images run in the event loop's own thread
     (default: all of them on CPU, none on a GPU). On CPU, ONNX Runtime's call takes every
     core anyway (the calling thread is one of its intra-op threads), and a hop to a worker
@@ -187,6 +188,7 @@ class Batcher:
         gate: CallGate | None = None,
         latency_target_ms: int = 0,
         name: str = "",
+        on_wait: Callable[[float], None] | None = None,
     ) -> None:
         if wait not in ("queue", "adaptive"):
             raise ModelLoadError(f"DCGAN_BATCH_WAIT must be queue or adaptive, got {wait!r}")
@@ -198,6 +200,7 @@ class Batcher:
             inline_images = 0 if on_gpu else max_batch_size
         self.inline_images = inline_images
         self._on_call = on_call
+        self._on_wait = on_wait or (lambda seconds: None)
         self.admission = Admission(latency_target_ms / 1000, floor=max_batch_size,
                                    name=name or generator.card.name)
         self._gate = gate or CallGate()
@@ -221,10 +224,13 @@ class Batcher:
         """(N, nz) latents [+ (N,) labels] -> (N, *output_shape) float32 images; raises
         Overloaded, at once when the queue is full."""
         self.admission.admit(len(latents))
+        admitted = time.perf_counter()
         try:
-            return await self._generate(latents, labels)
+            images = await self._generate(latents, labels)
         finally:  # generated, failed or cancelled (a client that went away)
             self.admission.done(len(latents))
+        self._on_wait(time.perf_counter() - admitted)
+        return images
 
     async def _generate(self, latents: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         import anyio

@@ -422,6 +422,7 @@ def test_a_full_queue_answers_503_with_retry_after_at_once_while_admitted_reques
         rejected = metrics.get().requests_rejected.labels(
             endpoint="sample", reason="overloaded", model="tiny")
         before = rejected._value.get(), answered_503._value.get()
+        waits_before = _queue_waits("tiny")
         with ThreadPoolExecutor(2) as pool:
             try:
                 first = pool.submit(client.post, "/sample", json={"n": 6, "seed": 1})
@@ -449,3 +450,12 @@ def test_a_full_queue_answers_503_with_retry_after_at_once_while_admitted_reques
     assert [r.status_code for r in admitted] == [200, 200]
     assert len(admitted[0].json()["images"]) == 6 and admitted[1].json()["seeds"] == [7, 8]
     assert (rejected._value.get(), answered_503._value.get()) == (before[0] + 1, before[1] + 1)
+    assert _queue_waits("tiny") == waits_before + 2, "each admitted request's wait is observed"
+
+
+def _queue_waits(model: str) -> float:
+    from service import metrics
+
+    return next((sample.value for family in metrics.get().queue_wait.collect()
+                for sample in family.samples
+                if sample.name.endswith("_count") and sample.labels["model"] == model), 0.0)
