@@ -427,6 +427,7 @@ def test_a_full_queue_answers_503_with_retry_after_at_once_while_admitted_reques
             try:
                 first = pool.submit(client.post, "/sample", json={"n": 6, "seed": 1})
                 assert entered.wait(30)
+                too_big = client.post("/sample", json={"n": 3})  # 6 + 3 > 8
                 second = pool.submit(client.post, "/sample", json={"n": 2, "seed": 7})  # fits
                 deadline = time.time() + 10
                 while client.get("/model").json()["batching"]["queue"]["queued_images"] < 8:
@@ -442,6 +443,9 @@ def test_a_full_queue_answers_503_with_retry_after_at_once_while_admitted_reques
             finally:
                 release.set()
             admitted = [first.result(timeout=30), second.result(timeout=30)]
+    assert too_big.status_code == 503 and too_big.headers["retry-after"] == "1"
+    assert ("model tiny has 6 images queued and takes at most 8 (about 1 ms of work); this "
+            "request asks for 3; retry after 1 s") in too_big.json()["error"]
     for response in refusals:
         assert response.status_code == 503, (response.request.url, response.text)
         assert response.headers["retry-after"] == "1"
@@ -449,7 +453,7 @@ def test_a_full_queue_answers_503_with_retry_after_at_once_while_admitted_reques
         assert "model tiny has 8 images queued and takes at most 8" in response.json()["error"]
     assert [r.status_code for r in admitted] == [200, 200]
     assert len(admitted[0].json()["images"]) == 6 and admitted[1].json()["seeds"] == [7, 8]
-    assert (rejected._value.get(), answered_503._value.get()) == (before[0] + 1, before[1] + 1)
+    assert (rejected._value.get(), answered_503._value.get()) == (before[0] + 2, before[1] + 2)
     assert _queue_waits("tiny") == waits_before + 2, "each admitted request's wait is observed"
 
 
