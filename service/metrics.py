@@ -34,6 +34,7 @@ class Metrics:
     requests: Any  # Counter{endpoint, model, code}, every generation request answered
     request_seconds: Any  # Histogram{endpoint, model}, from the guard to the last byte
     requests_rejected: Any  # Counter{endpoint, reason, model}
+    queue_wait: Any  # Histogram{model}, admission to images generated, per admitted request
     model_info: Any  # Gauge{model, name, version, provider} = 1
     ready: Any  # Gauge{model}, 1 once the model is loaded and warmed up
     adaptive_batch_size: Any  # BentoML's own histogram, see _bentoml_batch_histogram
@@ -79,6 +80,11 @@ def _create() -> Metrics:
         requests_rejected=Counter(
             "dcgan_requests_rejected", "Requests refused before any work, by reason",
             ["endpoint", "reason", "model"],
+        ),
+        queue_wait=Histogram(
+            "dcgan_queue_wait_seconds",
+            "Time a request's images spent in its model's queue, from admission until generated",
+            ["model"], buckets=REQUEST_SECONDS_BUCKETS,
         ),
         model_info=Gauge(
             "dcgan_model_info", "A generator being served (value 1)",
@@ -145,6 +151,10 @@ def set_model(model: str, name: str, version: str, provider: str) -> None:
 
 def set_ready(model: str, ready: bool) -> None:
     get().ready.labels(model=model).set(1 if ready else 0)
+
+
+def observe_queue_wait(model: str, seconds: float) -> None:
+    get().queue_wait.labels(model=model).observe(seconds)
 
 
 def count_images(endpoint: str, count: int, model: str) -> None:

@@ -181,7 +181,8 @@ async def infer(request: Request) -> Response:
         return error(str(exc), status)
     except Overloaded as exc:
         metrics.count_rejected(ENDPOINT, "overloaded", label)
-        return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+        return JSONResponse({"error": str(exc)}, status_code=503,
+                            headers={"Retry-After": str(exc.retry_after)})
     metrics.count_images(ENDPOINT, len(images), served.name)
     return service.caching.mark(Response(content, headers=headers), tag)
 

@@ -133,6 +133,8 @@ class Registry:
                 generator, enabled=s.batching, max_batch_size=s.max_batch_size,
                 max_latency_ms=s.max_latency_ms, wait=s.batch_wait,
                 inline_images=s.inline_images, gate=self.gate,
+                latency_target_ms=s.latency_target_ms, name=name,
+                on_wait=lambda sec: metrics.observe_queue_wait(name, sec),
                 on_call=lambda sec, n, r: metrics.observe_inference(sec, n, r, service_name, name),
             )
         except Exception as exc:  # whatever it is: one line, not a traceback loop

@@ -155,7 +155,8 @@ class DCGAN:
             "auth_required": bool(s.api_token),
             "batching": {"enabled": s.batching, "max_batch_size": s.max_batch_size,
                          "max_latency_ms": s.max_latency_ms, "wait": s.batch_wait,
-                         "inline_images": None},
+                         "inline_images": None, "latency_target_ms": s.latency_target_ms,
+                         "queue": None},
             "limits": LIMITS.to_dict(),
         }
         if registry.error:
@@ -165,7 +166,8 @@ class DCGAN:
                     error=served.error, version=served.version, digest=served.digest)
         if (g := served.generator) is not None:
             card, space = g.card, served.latent
-            body["batching"]["inline_images"] = served.batcher.inline_images
+            body["batching"].update(inline_images=served.batcher.inline_images,
+                                    queue=served.batcher.admission.summary())
             body.update(file=g.path.name, providers=g.providers, card=card.to_dict(),
                         encoder=space.encoder is not None,
                         directions=space.directions.names if space.directions else [],
@@ -241,7 +243,8 @@ class DCGAN:
             return JSONResponse(error_body(str(exc), exc.field), status_code=400)
         except Overloaded as exc:
             metrics.count_rejected(endpoint, "overloaded", label)
-            return JSONResponse(error_body(str(exc)), status_code=503, headers={"Retry-After": "1"})
+            return JSONResponse(error_body(str(exc)), status_code=503,
+                                headers={"Retry-After": str(exc.retry_after)})
         metrics.count_images(endpoint, count, served.name)
         return self.caching.mark(response, tag) if endpoint in CACHED else response
 

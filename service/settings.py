@@ -86,6 +86,11 @@ class Settings:
     max_latency_ms: int = _setting(
         "DCGAN_MAX_LATENCY_MS", 20000, kind=int, low=1, high=600_000,
         meaning="a request queued longer gets 503")
+    latency_target_ms: int = _setting(
+        "DCGAN_LATENCY_TARGET_MS", 250, kind=int, low=0, high=600_000,
+        meaning="admission: each model's queue takes the images its measured rate makes in "
+                "this time (at least one batch); a request beyond gets 503 at once, with "
+                "`Retry-After`; `0`: no bound (requests queue up to `DCGAN_MAX_LATENCY_MS`)")
     batch_wait: str = _setting(
         "DCGAN_BATCH_WAIT", "queue", choices=("queue", "adaptive"),
         meaning="`queue`: a batch leaves as soon as the generator is free; `adaptive`: "

@@ -323,3 +323,143 @@ def test_merged_batches_run_in_the_event_loop_and_full_ones_in_a_thread(
         assert inline == [(1, True), (15, True), (16, False), (40, False)]
     else:  # without batching every call runs in a thread, as BentoML runs a sync API
         assert inline == [(1, False), (15, False), (16, False), (40, False)]
+
+
+# --- admission: a bounded queue per model ---------------------------------------------
+
+def test_admission_bounds_the_queue_by_the_measured_rate_and_the_target():
+    """Deterministic: the calls are told with their times, as a fake clock would."""
+    from service.runtime import Admission, Overloaded
+
+    queue = Admission(target_s=0.5, floor=64, name="mnist")
+    assert queue.rate is None and queue.bound == 64  # cold: one batch
+    queue.admit(60)
+    with pytest.raises(Overloaded) as refused:
+        queue.admit(16)  # 60 + 16 > 64
+    assert refused.value.retry_after == 1 and queue.queued == 60, "a refusal leaves the queue"
+    assert "model mnist has 60 images queued and takes at most 64" in str(refused.value)
+    queue.admit(4)
+
+    # 64 images in 1/16 s, more waiting: 1024 images/s -> 512 images in 0.5 s.
+    queue.observe(10.0, 10.0625, 64)
+    assert queue.rate == 1024 and queue.bound == 512
+    queue.done(64)
+    queue.admit(500)
+    queue.admit(12)  # exactly the bound
+    with pytest.raises(Overloaded) as refused:
+        queue.admit(1)
+    assert refused.value.retry_after == 1  # 512 images at 1024/s: 0.5 s, rounded up
+
+    # A call of 64 while 448 more wait, then calls that each start 1/16 s after the last
+    # ended: those gaps are the queue's too (parsing, encoding), so the queue drains at
+    # half the rate of the calls alone, and the bound halves.
+    queue.observe(10.125, 10.1875, 64)
+    assert queue.rate == 1024, "the first call had nothing waiting behind it: no gap counted"
+    end = 10.1875
+    for _ in range(3):
+        queue.observe(end + 0.0625, end + 0.125, 64)
+        end += 0.125
+    assert queue.rate == 512 and queue.bound == 256
+    queue.done(64 * 4)
+    assert queue.queued == 256
+    with pytest.raises(Overloaded) as refused:
+        queue.admit(1)
+    # The queue empties; a call with nothing behind it is quick, but says nothing of the
+    # rate at which a busy queue drains: the bound stays.
+    queue.done(256)
+    queue.admit(16)
+    queue.observe(20.0, 20.0078125, 16)
+    assert queue.rate == 512 and queue.bound == 256
+
+    # A slower generator: the retry time follows the queue (here 2.3 s of work -> 3 s).
+    slow = Admission(target_s=5, floor=8)
+    slow.observe(0.0, 1.0, 100)  # 100 images/s, nothing waiting
+    slow.admit(230)
+    with pytest.raises(Overloaded) as refused:
+        slow.admit(300)
+    assert refused.value.retry_after == 3
+
+
+def test_admission_takes_any_request_into_an_empty_queue_and_0_means_no_bound():
+    from service.runtime import Admission, Overloaded
+
+    queue = Admission(target_s=0.001, floor=4)
+    queue.admit(100)  # bigger than the bound: it could never be admitted otherwise
+    with pytest.raises(Overloaded):
+        queue.admit(1)
+    queue.done(100)
+    queue.admit(1)
+    unbounded = Admission(target_s=0, floor=4)
+    for _ in range(100):
+        unbounded.admit(64)
+    assert unbounded.bound is None and unbounded.queued == 6400
+
+
+def test_a_full_queue_answers_503_with_retry_after_at_once_while_admitted_requests_succeed(
+        monkeypatch, tiny_onnx):
+    """One request holds the generator (it blocks until released); the queue takes one
+    batch (8 images: the target is too short for more). Requests that would overfill it
+    get 503 at once on every route that generates, and those admitted all succeed."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models.generation import OnnxGenerator
+    from service import metrics
+
+    with serving_app(monkeypatch, tiny_onnx, DCGAN_LATENCY_TARGET_MS="1",
+                     DCGAN_MAX_BATCH_SIZE="8", DCGAN_INLINE_IMAGES="0") as client:
+        entered, release = threading.Event(), threading.Event()
+        generate = OnnxGenerator.generate
+
+        def held(self, latents, labels=None):
+            entered.set()
+            assert release.wait(10)
+            return generate(self, latents, labels)
+
+        monkeypatch.setattr(OnnxGenerator, "generate", held)
+        # What the DCGANOverloaded alert reads: 503s by model, and the rejections' reason.
+        answered_503 = metrics.get().requests.labels(endpoint="sample", model="tiny", code="503")
+        rejected = metrics.get().requests_rejected.labels(
+            endpoint="sample", reason="overloaded", model="tiny")
+        before = rejected._value.get(), answered_503._value.get()
+        waits_before = _queue_waits("tiny")
+        with ThreadPoolExecutor(2) as pool:
+            try:
+                first = pool.submit(client.post, "/sample", json={"n": 6, "seed": 1})
+                assert entered.wait(30)
+                too_big = client.post("/sample", json={"n": 3})  # 6 + 3 > 8
+                second = pool.submit(client.post, "/sample", json={"n": 2, "seed": 7})  # fits
+                deadline = time.time() + 10
+                while client.get("/model").json()["batching"]["queue"]["queued_images"] < 8:
+                    assert time.time() < deadline, "the second request was not admitted"
+                    time.sleep(0.01)
+                refusals = [
+                    client.post("/sample", json={"n": 1}),
+                    client.post("/interpolate", json={"start": 0, "end": 1, "steps": 2}),
+                    client.post("/combine", json={"terms": [{"seed": 1, "weight": 1}], "label": 2}),
+                    client.post("/v2/models/tiny/infer", json={"inputs": [
+                        {"name": "seed", "datatype": "INT64", "shape": [1], "data": [3]}]}),
+                ]
+            finally:
+                release.set()
+            admitted = [first.result(timeout=30), second.result(timeout=30)]
+    assert too_big.status_code == 503 and too_big.headers["retry-after"] == "1"
+    assert ("model tiny has 6 images queued and takes at most 8 (about 1 ms of work); this "
+            "request asks for 3; retry after 1 s") in too_big.json()["error"]
+    for response in refusals:
+        assert response.status_code == 503, (response.request.url, response.text)
+        assert response.headers["retry-after"] == "1"
+        assert "overloaded" in response.json()["error"]
+        assert "model tiny has 8 images queued and takes at most 8" in response.json()["error"]
+    assert [r.status_code for r in admitted] == [200, 200]
+    assert len(admitted[0].json()["images"]) == 6 and admitted[1].json()["seeds"] == [7, 8]
+    assert (rejected._value.get(), answered_503._value.get()) == (before[0] + 2, before[1] + 2)
+    assert _queue_waits("tiny") == waits_before + 2, "each admitted request's wait is observed"
+
+
+def _queue_waits(model: str) -> float:
+    from service import metrics
+
+    return next((sample.value for family in metrics.get().queue_wait.collect()
+                for sample in family.samples
+                if sample.name.endswith("_count") and sample.labels["model"] == model), 0.0)

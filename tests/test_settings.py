@@ -63,12 +63,13 @@ def test_empty_values_count_as_unset_and_good_values_are_typed():
         "DCGAN_MODEL": "", "DCGAN_ORT_THREADS": "", "DCGAN_BATCHING": "Off",
         "DCGAN_MAX_BATCH_SIZE": "2", "DCGAN_INLINE_IMAGES": "0", "DCGAN_DEVICE": "cuda",
         "DCGAN_BATCH_WAIT": "adaptive", "DCGAN_MAX_N": "16", "DCGAN_API_TOKEN": "s3cret-t0ken",
+        "DCGAN_LATENCY_TARGET_MS": "0",
     })
     assert settings.model is None and settings.ort_threads is None
     assert settings.batching is False and settings.max_batch_size == 2
     assert settings.inline_images == 0 and settings.device == "cuda"
     assert settings.batch_wait == "adaptive" and settings.api_token == "s3cret-t0ken"
-    assert settings.limits.max_n == 16
+    assert settings.limits.max_n == 16 and settings.latency_target_ms == 0
 
 
 @pytest.mark.parametrize("variable, value, line", [
@@ -76,6 +77,8 @@ def test_empty_values_count_as_unset_and_good_values_are_typed():
     ("DCGAN_MAX_BATCH_SIZE", "1", "DCGAN_MAX_BATCH_SIZE=1: must be an integer from 2 to 4096"),
     ("DCGAN_MAX_LATENCY_MS", "0", "DCGAN_MAX_LATENCY_MS=0: must be an integer from 1 to 600000"),
     ("DCGAN_MAX_LATENCY_MS", "2.5", "DCGAN_MAX_LATENCY_MS=2.5: must be an integer from 1 to 600000"),
+    ("DCGAN_LATENCY_TARGET_MS", "-1", "DCGAN_LATENCY_TARGET_MS=-1: must be an integer from 0 to 600000"),
+    ("DCGAN_LATENCY_TARGET_MS", "fast", "DCGAN_LATENCY_TARGET_MS=fast: must be an integer from 0 to 600000"),
     ("DCGAN_BATCH_WAIT", "sometimes", "DCGAN_BATCH_WAIT=sometimes: must be one of queue, adaptive"),
     ("DCGAN_DEVICE", "gpu", "DCGAN_DEVICE=gpu: must be one of auto, cpu, cuda"),
     ("DCGAN_BATCHING", "maybe",
