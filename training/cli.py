@@ -223,6 +223,38 @@ def export(
 
 @app.command()
 @clean_errors
+def recard(
+    source: Path = typer.Argument(..., help="An exported ONNX file whose card to measure again."),
+    latent_report: Path | None = typer.Option(None, help="A JSON report of bench/bench_latent.py on this file, to record its projection and arithmetic figures."),
+    data_root: Path | None = typer.Option(None, help="Where the training data is [the dataset's default]."),
+) -> None:
+    """Measure an exported generator again (every figure of `dcgan evaluate`, the
+    truncation curve) into its card, weights untouched; its encoder and directions are
+    pointed at the file's new digest. For files whose run is gone."""
+    from training.encoder import generator_from_onnx
+    from training.evaluate import evaluate
+    from training.evaluate.truncation import SWEEP
+    from training.export import rewrite_card
+
+    if source.suffix != ".onnx" or not source.is_file():
+        raise ValueError(f"recard takes an exported .onnx file, got {source}")
+    generator, card = generator_from_onnx(source)
+    figures = evaluate((generator, card), truncations=SWEEP,
+                       root=None if data_root is None else str(data_root))
+    kept = {key: card.quality[key] for key in ("onnx_max_abs_error", "onnx_parity") if key in card.quality}
+    card.quality = {**{k: v for k, v in figures.items() if k not in ("source", "metrics", "seconds")}, **kept}
+    if latent_report is not None:
+        report = json.loads(latent_report.read_text())
+        card.quality["latent_space"] = {key: report[key] for key in (
+            "command", "machine", "projection", "arithmetic", "speed") if key in report}
+    for line in rewrite_card(source, card):
+        out.print(line, highlight=False)
+    second = f" (network 2: {figures['fd2_ratio']:.2f})" if figures.get("fd2_ratio") is not None else ""
+    out.print(f"quality: FD ratio {figures.get('fd_ratio') or float('nan'):.2f}{second}", highlight=False)
+
+
+@app.command()
+@clean_errors
 def sample(
     source: Path = typer.Argument(..., help="A checkpoint, run directory or ONNX file."),
     seeds: str = typer.Option("0-15", help="Seeds, e.g. 0-15 or 1,5,9: one image each."),

@@ -179,6 +179,50 @@ def export_sidecars(generator: torch.nn.Module, card: ModelCard, source: str | P
     return lines
 
 
+def rewrite_card(onnx_path: str | Path, card: ModelCard) -> list[str]:
+    """Write `card` into an exported file in place, its graph and weights untouched, and
+    point the sidecars that belonged to the file (the encoder, the directions: they
+    carry its SHA-256, which the new card changes) at the new digest. For a file whose
+    card must say more than its export measured (figures added to the evaluation since)
+    when the run behind it is gone. Returns one line per file written."""
+    import json
+
+    from models.generation import atomic_write
+    from models.generation.latent_space import ENCODER_KEY, file_digest, sidecar_path
+
+    onnx_path = Path(onnx_path)
+    before = file_digest(onnx_path)
+    model = onnx.load(str(onnx_path))
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(card.to_metadata())
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.checker.check_model(model, full_check=True)
+    atomic_write(onnx_path, model.SerializeToString())
+    after = file_digest(onnx_path)
+    lines = [f"wrote the card of {onnx_path}"]
+    encoder_path = sidecar_path(onnx_path, "encoder")
+    if encoder_path.is_file():
+        encoder = onnx.load(str(encoder_path))
+        meta = {p.key: p.value for p in encoder.metadata_props}
+        info = json.loads(meta.get(ENCODER_KEY, "{}"))
+        if info.get("generator_sha256") == before:
+            info["generator_sha256"] = after
+            meta[ENCODER_KEY] = json.dumps(info, sort_keys=True)
+            del encoder.metadata_props[:]
+            onnx.helper.set_model_props(encoder, meta)
+            atomic_write(encoder_path, encoder.SerializeToString())
+            lines.append(f"wrote {encoder_path} (now pointing at the new card)")
+    directions_path = sidecar_path(onnx_path, "latent")
+    if directions_path.is_file():
+        data = json.loads(directions_path.read_text())
+        if data.get("generator_sha256") == before:
+            data["generator_sha256"] = after
+            atomic_write(directions_path, json.dumps(data).encode())
+            lines.append(f"wrote {directions_path} (now pointing at the new card)")
+    return lines
+
+
 def register_model(onnx_path: str | Path, card: ModelCard, name: str | None = None) -> str:
     """Copy an exported file into the BentoML model store as `dcgan-<name>` (the name
     the service looks up), with its sidecars (encoder, directions); returns the tag."""
