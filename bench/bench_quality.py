@@ -1,14 +1,17 @@
 """Generator quality by loss, at equal steps: the table of BENCHMARKS.md's quality section.
 
-For each dataset and each loss of the design (minimax, non-saturating, WGAN-GP, hinge),
-one training run of the same number of generator steps from the same seed; its final
-checkpoint is then evaluated twice, with the raw generator weights and with their EMA
-(the same run, so the EMA column isolates the averaging). Figures: FD in the
-classifier's feature space (points for the toys) beside its real-vs-real floor, class
-coverage or the PacGAN mode figures, training and evaluation time.
+For each dataset and each loss of the design (minimax, non-saturating, WGAN with
+clipping, WGAN-GP, hinge), one training run of the same number of generator steps from
+the same seed, with the design's optimiser settings (one D step, Adam 2e-4; `--recipe`
+and bench/bench_toys.py give each loss its paper's); its final checkpoint is then
+evaluated twice, with the raw generator weights and with their EMA (the same run, so
+the EMA column isolates the averaging). Figures: FD in the classifier's feature space
+(points for the toys) beside its real-vs-real floor, and for images in the second
+feature network too, with precision and recall; class coverage or the PacGAN mode
+figures; training and evaluation time.
 
     python bench/bench_quality.py --datasets mnist5k,ring,grid --image-steps 1000 \
-        --toy-steps 2000 [--losses minimax,nonsaturating,wgan-gp,hinge] [--device cuda]
+        --toy-steps 2000 [--losses minimax,nonsaturating,wgan,wgan-gp,hinge] [--device cuda]
 
 Runs go to --out (default: a temporary folder); the markdown table goes to stdout and,
 with --json, every figure to a file.
@@ -27,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-LOSSES = ("minimax", "nonsaturating", "wgan-gp", "hinge")
+LOSSES = ("minimax", "nonsaturating", "wgan", "wgan-gp", "hinge")
 TOYS = ("ring", "grid")
 
 
@@ -55,7 +58,7 @@ def run_one(dataset: str, loss: str, args, out: Path) -> list[dict]:
     rows = []
     for weights in ("raw", "ema"):
         generator, card = load_torch_generator(run_dir, weights=weights, device=args.device)
-        metrics = ["fd", "modes"] if toy else ["fd", "coverage"]
+        metrics = ["fd", "modes"] if toy else ["fd", "prdc", "coverage"]
         started = time.perf_counter()
         figures = evaluate((generator, card), dataset=dataset, num_samples=args.num_samples,
                            metrics=metrics, device=args.device)
@@ -78,6 +81,8 @@ def floor_cell(row: dict) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
+    if any("fd2" in row for row in rows):
+        return two_networks(rows)
     lines = ["| dataset | loss | weights | steps | FD | FD floor | FD ratio | coverage | "
              "coverage of real | train s | eval s |",
              "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|"]
@@ -87,6 +92,28 @@ def markdown(rows: list[dict]) -> str:
             f"| {row['dataset']} | {row['loss']} | {row['weights']} | {row['steps']} | "
             f"{row['fd']:.3g} | {row['fd_floor']:.3g} | {ratio} | {coverage_cell(row)} | "
             f"{floor_cell(row)} | {row['train_s']:.0f} | {row['eval_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def two_networks(rows: list[dict]) -> str:
+    """Images measured in both feature networks: each FD ratio, precision and recall
+    (network 1 / network 2), the floors in the last row."""
+    def pair(row: dict, key: str, digits: str) -> str:
+        second = "fd2_ratio" if key == "fd_ratio" else f"{key}2"
+        values = [row.get(key), row.get(second)]
+        return " / ".join("-" if v is None else format(v, digits) for v in values)
+
+    lines = ["| dataset | loss | weights | steps | FD ratio 1 / 2 | precision 1 / 2 | "
+             "recall 1 / 2 | coverage | train s |",
+             "|---|---|---|---:|---|---|---|---|---:|"]
+    for row in rows:
+        lines.append(f"| {row['dataset']} | {row['loss']} | {row['weights']} | {row['steps']} | "
+                     f"{pair(row, 'fd_ratio', '.3g')} | {pair(row, 'precision', '.3f')} | "
+                     f"{pair(row, 'recall', '.3f')} | {coverage_cell(row)} | {row['train_s']:.0f} |")
+    if rows:
+        floor = {key: rows[0].get(f"{key}_floor") for key in ("precision", "precision2", "recall", "recall2")}
+        lines.append(f"| real vs real | | | | 1 / 1 | {pair(floor, 'precision', '.3f')} | "
+                     f"{pair(floor, 'recall', '.3f')} | {floor_cell(rows[0])} | |")
     return "\n".join(lines)
 
 
@@ -107,7 +134,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    parser.add_argument("--table", type=Path, nargs="+", default=None,
+                        help="only print the table of these --json files, one after the other")
     args = parser.parse_args()
+    if args.table:
+        print(markdown([row for path in args.table for row in json.loads(path.read_text())]))
+        return
 
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
