@@ -78,8 +78,11 @@ def test_bundled_conditional_generator_draws_the_class_asked_for_as_its_card_say
     assert figures["label_accuracy"] == pytest.approx(recorded["label_accuracy"], abs=0.01)
     assert figures["fd_ratio"] <= 1.5 and figures["fd2_ratio"] <= 1.5
     assert figures["class_fd_ratio_mean"] <= 2.0
-    for key in ("fd", "class_fd_ratio_mean", "class_fd2_ratio_mean"):
-        assert figures[key] == pytest.approx(recorded[key], rel=0.1), key
+    # a classifier trained on another machine or thread count differs in its last bits;
+    # the within-class figures rest on about 100 samples each, so they move more
+    assert figures["fd"] == pytest.approx(recorded["fd"], rel=0.05)
+    for key in ("class_fd_ratio_mean", "class_fd2_ratio_mean"):
+        assert figures[key] == pytest.approx(recorded[key], rel=0.2), key
 
 
 def test_the_default_configuration_serves_every_bundled_generator(monkeypatch):
