@@ -80,9 +80,16 @@ class Served:
                 classes=list(range(card.num_classes)), providers=self.generator.providers,
                 card={"name": card.name, "arch": card.arch, "dataset": card.dataset.get("name"),
                       "step": card.step, "created": card.created, "weights": card.weights,
-                      "fd_ratio": quality.get("fd_ratio")},
+                      # the quality figures a person compares models by, in both feature
+                      # networks, with the real-vs-real values beside them
+                      **{key: quality.get(key) for key in QUALITY_SUMMARY}},
             )
         return body
+
+
+QUALITY_SUMMARY = ("fd_ratio", "fd2_ratio", "precision", "precision_floor", "precision2",
+                   "precision2_floor", "recall", "recall_floor", "recall2", "recall2_floor",
+                   "label_accuracy")
 
 
 class Registry:

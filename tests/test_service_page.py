@@ -110,11 +110,21 @@ def _slide_to(k: int) -> str:
       s.dispatchEvent(new Event('input')); return document.getElementById('frame').src; }})()"""
 
 
+PLAIN_QUALITY = {"fd_ratio": 1.309, "fd2_ratio": 2.003, "precision": 0.862, "precision_floor": 0.961,
+                 "precision2": 0.877, "precision2_floor": 0.958, "recall": 0.957,
+                 "recall_floor": 0.963, "recall2": 0.973, "recall2_floor": 0.957}
+
+
 @pytest.fixture(scope="module")
 def page_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("page-model")
     model = export_tiny(folder / "tiny.onnx")
     plain = export_tiny(folder / "plain.onnx", num_classes=0)
+    from training.export import read_card, rewrite_card
+
+    card = read_card(plain)  # figures as an export measures them, for the model line
+    card.quality = {**card.quality, **PLAIN_QUALITY}
+    rewrite_card(plain, card)
     server = BentoServer(tmp_path_factory.mktemp("page-home"), DCGAN_MODELS=f"{model},{plain}")
     try:
         server.wait()
@@ -161,7 +171,11 @@ def test_grid_slider_and_errors_in_a_real_browser(page_server, tmp_path):
             await browser.wait_for(GRID_READY)
             assert await browser.js(VISIBLE.format("label-box")) is False, "no classes to pick"
             assert await browser.js("document.getElementById('label').value") == ""
-            assert "unconditional" in await browser.js("document.getElementById('model-line').textContent")
+            line = await browser.js("document.getElementById('model-line').textContent")
+            assert "unconditional" in line
+            # the card's figures in both feature networks, each beside real digits' own
+            assert ("FD ratio 1.31 / 2.00 (real: 1), precision 0.86 / 0.88 (real: 0.96 / 0.96), "
+                    "recall 0.96 / 0.97 (real: 0.96 / 0.96)") in line
             assert await browser.js("document.querySelector('#grid img').title") == "seed 100"
 
             # The same grid again: the page asks with the ETag it kept and reuses its copy.

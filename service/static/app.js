@@ -86,13 +86,27 @@ async function loadModels() {
   return true;
 }
 
+// The card's figures in both feature networks, each beside its value for real digits.
+function quality(card) {
+  const two = (a, b, digits) => [a, b].map((v) => (v == null ? "-" : v.toFixed(digits))).join(" / ");
+  if (card.fd_ratio == null) return "";
+  let text = `; FD ratio ${two(card.fd_ratio, card.fd2_ratio, 2)} (real: 1)`;
+  if (card.precision != null) {
+    text += `, precision ${two(card.precision, card.precision2, 2)}` +
+      ` (real: ${two(card.precision_floor, card.precision2_floor, 2)})` +
+      `, recall ${two(card.recall, card.recall2, 2)} (real: ${two(card.recall_floor, card.recall2_floor, 2)})`;
+  }
+  if (card.label_accuracy != null) text += `, label kept ${(100 * card.label_accuracy).toFixed(1)}%`;
+  return text;
+}
+
 // The picked model's line, card link and class selector (conditional models only).
 function showModel() {
   const m = models[$("model").value];
   const shape = m.output_shape.join("x");
   $("model-line").textContent =
     `version ${m.version}, step ${m.card.step}, ${shape} on ${m.providers[0]}` +
-    (m.num_classes ? `, ${m.num_classes} classes` : ", unconditional");
+    (m.num_classes ? `, ${m.num_classes} classes` : ", unconditional") + quality(m.card);
   $("card-link").href = "model?name=" + encodeURIComponent(m.name);
   $("label-box").hidden = !m.num_classes;
   $("label").replaceChildren(new Option("per seed", ""),
