@@ -10,6 +10,7 @@ model, the training config and torch-free readers share one limit.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,6 +25,19 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 256
 class CardError(ValueError):
     """A file carries no model card, or a card that this version cannot read."""
 
+
+
+def finite(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, infinities) as None: JSON has no such
+    numbers (a table's empty cells, a diverged run's figure), and a card or answer that
+    held them would not parse, or not be sent."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
 
 @dataclass
 class ModelCard:
@@ -82,7 +96,7 @@ class ModelCard:
 
     def to_metadata(self) -> dict[str, str]:
         """String key/values for ONNX `metadata_props`."""
-        props = {CARD_KEY: json.dumps(self.to_dict(), sort_keys=True)}
+        props = {CARD_KEY: json.dumps(finite(self.to_dict()), sort_keys=True, allow_nan=False)}
         props.update({f"dcgan.{k}": str(self.model[k]) for k in FLAT_FIELDS if k in self.model})
         props["dcgan.name"] = self.name
         return props

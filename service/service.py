@@ -57,6 +57,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from models import generation as gen
+from models.card import finite  # a card from any file may hold NaN: answers stay JSON
 from models.generation import GenerationError
 from service import latent_space, lifecycle, metrics, oip, openapi
 from service.caching import ENDPOINTS as CACHED
@@ -313,7 +314,7 @@ async def _page(_: Request) -> Response:
 
 async def _model(request: Request) -> Response:
     try:
-        return JSONResponse(bentoml.get_current_service().info(request.query_params.get("name")))
+        return JSONResponse(finite(bentoml.get_current_service().info(request.query_params.get("name"))))
     except ServeError as exc:
         return JSONResponse(error_body(str(exc), exc.field), status_code=exc.status)
 
@@ -343,7 +344,7 @@ async def _directions(request: Request) -> Response:
 
 
 async def _models(_: Request) -> Response:
-    return JSONResponse(bentoml.get_current_service().registry.listing())
+    return JSONResponse(finite(bentoml.get_current_service().registry.listing()))
 
 
 def _current_registry() -> Registry | None:

@@ -99,6 +99,9 @@ def test_the_default_configuration_serves_every_bundled_generator(monkeypatch):
         for name in names:
             body = client.post("/sample", json={"n": 2, "seed": 0, "model": name}).json()
             assert body["model"]["name"] == name and len(body["images"]) == 2
+            # the whole card, as the page's card link shows it (a NaN in it once made a 500)
+            described = client.get("/model", params={"name": name})
+            assert described.status_code == 200 and described.json()["card"]["name"] == name
     assert len(bundled) >= 2, "two bundled generators serve side by side"
     conditional = [m for m in listing["models"] if m["num_classes"]]
     assert conditional and conditional[0]["classes"] == list(range(10))

@@ -29,6 +29,18 @@ def test_dict_round_trip_is_lossless():
     assert data["latent"]["rng"] == "numpy PCG64(seed).standard_normal"
 
 
+def test_non_finite_figures_are_written_as_null():
+    """JSON has no NaN: a table with empty cells (the class-arithmetic diagonal) or a
+    diverged run's figure is written as null, so every reader can parse the card and the
+    service can send it."""
+    card = ModelCard(name="m", quality={"fd_ratio": float("nan"), "kid": float("inf"),
+                                        "table": [[float("nan"), 0.5]], "fd": 3.0})
+    props = card.to_metadata()
+    json.loads(props[CARD_KEY], parse_constant=lambda name: pytest.fail(f"{name} in the card"))
+    back = ModelCard.from_metadata(props)
+    assert back.quality == {"fd_ratio": None, "kid": None, "table": [[None, 0.5]], "fd": 3.0}
+
+
 def test_metadata_round_trip_with_flat_copies():
     card = full_card()
     props = card.to_metadata()
