@@ -1,6 +1,6 @@
 """The README's pictures, each made by the project's own commands (`make figures`).
 
-    python bench/figures.py [--only samples,interpolation,toy,losses,service,report]
+    python bench/figures.py [--only samples,interpolation,truncation,toy,losses,service,report]
 
 into docs/figures/:
 
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "docs" / "figures"
 BUNDLED = ROOT / "models" / "pretrained" / "dcgan-mnist.onnx"
-PARTS = ("samples", "interpolation", "toy", "losses", "service", "report")
+PARTS = ("samples", "interpolation", "truncation", "toy", "losses", "service", "report")
 
 
 def dcgan(*args: str | Path, cwd: Path = ROOT) -> None:
@@ -83,6 +83,11 @@ def save_png(source: Path, out: Path, crop_height: int | None = None) -> None:
 
 def samples(work: Path) -> None:
     dcgan("sample", BUNDLED, "--seeds", "0-63", "--out", OUT / "samples.png")
+
+
+def truncation(work: Path) -> None:
+    dcgan("evaluate", BUNDLED, "--truncation", "0.5,0.7,1,1.25,1.5,1.75,2,2.5,3,none",
+          "--curve", OUT / "truncation.png", "--json", work / "truncation.json")
 
 
 def interpolation(work: Path) -> None:
