@@ -463,3 +463,27 @@ def _queue_waits(model: str) -> float:
     return next((sample.value for family in metrics.get().queue_wait.collect()
                 for sample in family.samples
                 if sample.name.endswith("_count") and sample.labels["model"] == model), 0.0)
+
+
+def test_a_card_holding_nan_is_still_sent_as_json(monkeypatch, tmp_path):
+    """A file written by another tool may carry NaN in its card (Python's json writes
+    it); /model and /models send it as null instead of failing with a 500. (Here, not
+    beside a module's running app: one service instance at a time in a process.)"""
+    import json
+
+    import onnx
+
+    path = export_tiny(tmp_path / "tiny.onnx")
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    card = json.loads(props["dcgan.card"])
+    card["quality"]["fd_ratio"] = float("nan")
+    props["dcgan.card"] = json.dumps(card)  # NaN, as json.dumps writes it by default
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(path))
+    with serving_app(monkeypatch, path) as client:
+        described = client.get("/model")
+        listing = client.get("/models")
+    assert described.status_code == 200 and described.json()["card"]["quality"]["fd_ratio"] is None
+    assert listing.status_code == 200 and listing.json()["models"][0]["card"]["fd_ratio"] is None
