@@ -31,11 +31,8 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,36 +40,13 @@ from pathlib import Path
 import httpx
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_service import Server  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = {"ReadError": "reset", "RemoteProtocolError": "reset", "WriteError": "reset",
          "ConnectError": "refused", "ReadTimeout": "timeout", "ConnectTimeout": "timeout",
          "PoolTimeout": "timeout", "WriteTimeout": "timeout"}
-
-
-def start_server(code: Path, home: Path, workers: int) -> tuple[subprocess.Popen, str, Path]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = home / "serve.log"
-    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True",
-           "DCGAN_MODELS": f"mnist={code / 'models/pretrained/dcgan-mnist.onnx'}",
-           "BENTOML_CONFIG_OPTIONS": f"services.DCGAN.workers={workers}"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "service.service:DCGAN",
-                                 "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=code, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return proc, url, log
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"the server did not turn ready:\n{log.read_text()[-3000:]}")
 
 
 def client(url: str, n: int, k: int, stop: threading.Event, outcomes: list) -> None:
@@ -91,54 +65,55 @@ def client(url: str, n: int, k: int, stop: threading.Event, outcomes: list) -> N
 
 def run(code: Path, scenario: str, clients: int, n: int, seconds: float) -> dict:
     workers = 2 if scenario == "kill2" else 1
-    with tempfile.TemporaryDirectory(prefix="bench-faults-") as home:
-        proc, url, log = start_server(code, Path(home), workers)
-        outcomes: list = []
-        stop = threading.Event()
-        threads = [threading.Thread(target=client, args=(url, n, k, stop, outcomes), daemon=True)
-                   for k in range(clients)]
+    # the code under test (this checkout or another) serves its own bundled generator
+    server = Server("service.service:DCGAN", {
+        "DCGAN_MODELS": f"mnist={code / 'models/pretrained/dcgan-mnist.onnx'}",
+        "BENTOML_CONFIG_OPTIONS": f"services.DCGAN.workers={workers}",
+    }, f"faults-{scenario}", cwd=code)
+    server.wait_ready()
+    proc, url, log = server.proc, server.url, Path(server.log.name)
+    outcomes: list = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=client, args=(url, n, k, stop, outcomes), daemon=True)
+               for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    result: dict = {"scenario": scenario, "workers": workers}
+    fault = None
+    try:
+        if scenario.startswith("kill"):
+            time.sleep(seconds / 3)
+            victim = next(c.pid for c in psutil.Process(proc.pid).children()
+                          if "--worker-id" in c.cmdline())
+            fault = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+            time.sleep(max(seconds * 2 / 3, 15))  # BentoML's supervisor looks every 10 s
+            text = log.read_text(errors="replace")
+            result["log_line"] = next((line.split("] ", 2)[-1] for line in text.splitlines()
+                                       if str(victim) in line and "died" in line), None)
+        elif scenario == "term":
+            time.sleep(seconds / 2)
+            fault = time.monotonic()
+            os.kill(proc.pid, signal.SIGTERM)
+            readyz = None
+            while proc.poll() is None and time.monotonic() - fault < 60:
+                if readyz is None:
+                    try:
+                        if httpx.get(url + "/readyz", timeout=1).status_code == 503:
+                            readyz = time.monotonic() - fault
+                    except httpx.HTTPError:
+                        pass
+                time.sleep(0.01)
+            result["shutdown_s"] = round(time.monotonic() - fault, 2) if proc.poll() is not None else None
+            result["readyz_503_after_s"] = None if readyz is None else round(readyz, 3)
+        else:
+            time.sleep(seconds)
+    finally:
+        stop.set()
         for thread in threads:
-            thread.start()
-        result: dict = {"scenario": scenario, "workers": workers}
-        fault = None
-        try:
-            if scenario.startswith("kill"):
-                time.sleep(seconds / 3)
-                victim = next(c.pid for c in psutil.Process(proc.pid).children()
-                              if "--worker-id" in c.cmdline())
-                fault = time.monotonic()
-                os.kill(victim, signal.SIGKILL)
-                time.sleep(max(seconds * 2 / 3, 15))  # BentoML's supervisor looks every 10 s
-                text = log.read_text(errors="replace")
-                result["log_line"] = next((line.split("] ", 2)[-1] for line in text.splitlines()
-                                           if str(victim) in line and "died" in line), None)
-            elif scenario == "term":
-                time.sleep(seconds / 2)
-                fault = time.monotonic()
-                os.kill(proc.pid, signal.SIGTERM)
-                readyz = None
-                while proc.poll() is None and time.monotonic() - fault < 60:
-                    if readyz is None:
-                        try:
-                            if httpx.get(url + "/readyz", timeout=1).status_code == 503:
-                                readyz = time.monotonic() - fault
-                        except httpx.HTTPError:
-                            pass
-                    time.sleep(0.01)
-                result["shutdown_s"] = round(time.monotonic() - fault, 2) if proc.poll() is not None else None
-                result["readyz_503_after_s"] = None if readyz is None else round(readyz, 3)
-            else:
-                time.sleep(seconds)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=15)
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            thread.join(timeout=15)
+        if proc.poll() is None:
+            server.stop()
     if scenario == "term":  # after the exit every client is refused: count up to the exit
         outcomes = [o for o in outcomes if o[0] <= fault + result["shutdown_s"]]
     ok = sorted(o[1] for o in outcomes if o[2] == 200)

@@ -57,7 +57,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, target: str, env: dict[str, str], name: str) -> None:
+    def __init__(self, target: str, env: dict[str, str], name: str, cwd: Path = ROOT) -> None:
         self.name, self.port = name, free_port()
         self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
         # Its own BentoML home: a server wipes the metrics directory of its home at start.
@@ -65,7 +65,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
              "--port", str(self.port)],
-            cwd=ROOT, env={**os.environ, "BENTOML_HOME": home, **env}, stdout=self.log,
+            cwd=cwd, env={**os.environ, "BENTOML_HOME": home, **env}, stdout=self.log,
             stderr=subprocess.STDOUT, start_new_session=True,  # its own process group
         )
         self.url = f"http://127.0.0.1:{self.port}"

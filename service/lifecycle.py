@@ -41,6 +41,7 @@ import socket
 import threading
 from collections.abc import Callable
 
+from service.guard import error_body
 from service.readiness import WorkerReadiness
 
 logger = logging.getLogger("bentoml.dcgan")
@@ -86,8 +87,8 @@ class Lifecycle:
         if path in HEALTH:
             return await self.app(scope, receive, self._closing(send))
         if self.draining:
-            body = json.dumps({"error": "the server is shutting down: retry, on another "
-                                        "connection", "detail": []}).encode()
+            body = json.dumps(error_body("the server is shutting down: retry, on another "
+                                         "connection")).encode()
             return await _answer(send, 503, body, b"application/json", close=True)
         self.in_flight += 1
         try:

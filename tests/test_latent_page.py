@@ -5,7 +5,6 @@ SeFa directions (no JavaScript error on the way)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 
@@ -106,9 +105,5 @@ def test_draw_two_digits_walk_between_them_and_slide_directions(latent_server, t
                 (tmp_path / "page.png").replace(path)
             await browser.ws.close()
 
-    browser = Browser(tmp_path / "profile")
-    try:
-        asyncio.run(asyncio.wait_for(scenario(browser), timeout=180))
-    finally:
-        browser.close()
-    assert browser.errors == [], browser.errors
+    errors = Browser.run(tmp_path / "profile", scenario, timeout=180)
+    assert errors == [], errors

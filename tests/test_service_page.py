@@ -84,6 +84,17 @@ class Browser:
             assert time.time() < deadline, f"timed out waiting for: {expression}"
             await asyncio.sleep(0.1)
 
+    @classmethod
+    def run(cls, profile: Path, scenario, timeout: float) -> list[str]:
+        """Start a browser, run `scenario(browser)` (a coroutine function) within
+        `timeout` seconds, close it; returns the page's errors."""
+        browser = cls(profile)
+        try:
+            asyncio.run(asyncio.wait_for(scenario(browser), timeout=timeout))
+        finally:
+            browser.close()
+        return browser.errors
+
     def close(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -194,9 +205,5 @@ def test_grid_slider_and_errors_in_a_real_browser(page_server, tmp_path):
             assert "seed must be an integer from 0 to 9223372036854775807" in status
             await browser.ws.close()
 
-    browser = Browser(tmp_path / "profile")
-    try:
-        asyncio.run(asyncio.wait_for(scenario(browser), timeout=120))
-    finally:
-        browser.close()
-    assert browser.errors == [], browser.errors
+    errors = Browser.run(tmp_path / "profile", scenario, timeout=120)
+    assert errors == [], errors

@@ -141,6 +141,7 @@ class Evaluator:
                                                  real.train, real.held_out)
             self.networks = [encoder.to(device)]
         self.classifier, self.accuracy = self.networks[0], self.accuracies[0]
+        self._class_floor = None  # per network and class, made on first need (class_figures)
         self.reference = real.held_out[:count]  # held_out is already in a seeded random order
         floor_rows = torch.randperm(len(real.train), generator=torch.Generator().manual_seed(seed))[:count]
         floor = real.train[floor_rows]
@@ -266,14 +267,14 @@ class Evaluator:
                 fake_rows = np.flatnonzero(labels == c)
                 real_rows = np.flatnonzero(held == c)
                 size = min(len(fake_rows), len(real_rows), len(floor_feats[c]))
-                if size <= FEATURE_DIM:  # too few for a covariance: no figure for this class
-                    ratios.append(None), fds.append(None), floors.append(None)
-                    continue
-                real = reference[real_rows[:size]]
-                fd = frechet_distance(real, feats[fake_rows[:size]])
-                floor = frechet_distance(real, floor_feats[c][:size])
-                fds.append(fd), floors.append(floor)
-                ratios.append(fd / floor if floor > 0 else None)
+                fd = floor = None
+                if size > FEATURE_DIM:  # else too few for a covariance: no figure for this class
+                    real = reference[real_rows[:size]]
+                    fd = frechet_distance(real, feats[fake_rows[:size]])
+                    floor = frechet_distance(real, floor_feats[c][:size])
+                fds.append(fd)
+                floors.append(floor)
+                ratios.append(fd / floor if fd is not None and floor > 0 else None)
             known = [r for r in ratios if r is not None]
             out[f"class_fd{suffix}"] = fds
             out[f"class_fd{suffix}_floor"] = floors
@@ -285,7 +286,7 @@ class Evaluator:
     def _class_floor_features(self) -> list[list[torch.Tensor]]:
         """Per feature network, per class: features of the train digits of that class
         (as many as the held-out digits of the class), extracted once."""
-        if getattr(self, "_class_floor", None) is None:
+        if self._class_floor is None:
             import numpy as np
 
             held = np.asarray(self.real.held_out_labels[:self.num_samples])
