@@ -2,8 +2,9 @@
 
     python bench/bench_toys.py rate [--steps 3000] [--rounds 3] [--baseline SRC]
     python bench/bench_toys.py quality --datasets ring --recipes ns-gan,wgan-gp \\
-        [--packs 1,2] [--seeds 0-4] [--steps N] [--json FILE]
+        [--packs 1,2] [--seeds 0-4] [--steps N] [--lr LR] [--r1 W] [--json FILE]
     python bench/bench_toys.py table FILE [FILE ...]
+    python bench/bench_toys.py losses --images QUALITY.json ... --toys FILE ...
 
 `rate` times `train()` on the ring (steps per second of the loop as it logs, median
 over its log windows) against the MLP alone: the same G and D steps, with the same
@@ -18,7 +19,9 @@ generators, and the discriminator's view of 2,500 held-out real and 2,500 genera
 points (mean D(x), D(G(z)) and mean |D - 0.5|). Every figure goes to `--json`, as it
 goes; `table` turns such files into BENCHMARKS.md's tables: one row per dataset,
 recipe and pack (mean and spread over the seeds, the paper's figures beside it), and
-the curve of % high quality over steps.
+the curve of % high quality over steps. `losses` puts the five losses in one table:
+their rows on mnist5k from bench/bench_quality.py's `--json` files beside their toy rows
+from `quality`'s.
 """
 
 from __future__ import annotations
@@ -141,6 +144,12 @@ def seeds_of(text: str) -> list[int]:
     return [int(seed) for seed in text.split(",")]
 
 
+def variant(recipe: str, args) -> str:
+    """The row's name: the recipe, and what --lr and --r1 changed in it."""
+    return ", ".join([recipe] + ([f"lr {args.lr:g}"] if args.lr is not None else [])
+                     + ([f"R1 {args.r1:g}"] if args.r1 else []))
+
+
 def run_one(dataset: str, recipe: str, pack: int, seed: int, args, out: Path) -> dict:
     """Train one toy run; its curve, final PacGAN figures and D's view."""
     import torch
@@ -156,6 +165,7 @@ def run_one(dataset: str, recipe: str, pack: int, seed: int, args, out: Path) ->
     run_dir = out / f"{dataset}-{recipe}-pack{pack}-seed{seed}"
     config = resolve(TrainConfig(
         dataset=dataset, recipe=recipe, pack=pack, seed=seed, steps=args.steps, device="cpu",
+        lr_g=args.lr, lr_d=args.lr, r1=args.r1,  # lr None: the recipe's
         batch_size=args.batch_size - args.batch_size % pack,  # whole packs: 63 for pack 3
         threads=args.threads, run_dir=str(run_dir), log_every=args.eval_every,
         eval_every=args.eval_every, eval_samples=TOY_EVALUATION_SAMPLES,
@@ -164,8 +174,8 @@ def run_one(dataset: str, recipe: str, pack: int, seed: int, args, out: Path) ->
     train(config, progress=False)
     train_seconds = time.perf_counter() - started
     checkpoint = run_dir / LATEST  # the last step, not best.pt
-    row = {"dataset": dataset, "recipe": recipe, "loss": config.loss, "pack": pack, "seed": seed,
-           "steps": config.steps, "train_s": train_seconds}
+    row = {"dataset": dataset, "recipe": variant(recipe, args), "loss": config.loss,
+           "pack": pack, "seed": seed, "steps": config.steps, "train_s": train_seconds}
     for weights in ("ema", "raw"):
         generator, card = load_torch_generator(checkpoint, weights=weights)
         figures = evaluate((generator, card), dataset=dataset, metrics=["modes"],
@@ -199,7 +209,7 @@ def quality_command(args) -> None:
             for recipe in args.recipes.split(","):
                 for pack in (int(p) for p in args.packs.split(",")):
                     for seed in seeds_of(args.seeds):
-                        if (dataset, recipe, pack, seed) in done:
+                        if (dataset, variant(recipe, args), pack, seed) in done:
                             continue
                         print(f"# {dataset} {recipe} pack {pack} seed {seed} ...", file=sys.stderr,
                               flush=True)
@@ -226,9 +236,10 @@ def _spread(values: list[float], digits: int = 1) -> str:
 
 
 def _groups(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """Rows by (dataset, recipe, pack, steps): one schedule's seeds together."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["dataset"], row["recipe"], row["pack"]), []).append(row)
+        groups.setdefault((row["dataset"], row["recipe"], row["pack"], row["steps"]), []).append(row)
     return groups
 
 
@@ -239,7 +250,7 @@ def markdown(rows: list[dict]) -> str:
              "reverse KL | mean \\|D − 0.5\\| | D(x) / D(G(z)) | paper: modes, % HQ, rKL | "
              "train s per run |",
              "|---|---|---:|---:|---:|---|---|---|---|---|---|---|---:|"]
-    for (dataset, recipe, pack), group in _groups(rows).items():
+    for (dataset, recipe, pack, _), group in _groups(rows).items():
         ema = [r["ema"] for r in group]
         views = [r["d_view"] for r in group]
         half = _spread([v.get("d_from_half") for v in views], 3)
@@ -262,16 +273,74 @@ def markdown(rows: list[dict]) -> str:
 def curves(rows: list[dict]) -> str:
     """% high quality of the EMA generator (modes covered) over steps, mean over the seeds
     of each group, at the steps it was evaluated."""
-    lines = ["| dataset | recipe | pack | seeds | % HQ (modes) at step |", "|---|---|---:|---:|---|"]
-    for (dataset, recipe, pack), group in _groups(rows).items():
+    lines = ["| dataset | recipe | pack | steps | seeds | % HQ (modes) at step |",
+             "|---|---|---:|---:|---:|---|"]
+    for (dataset, recipe, pack, steps), group in _groups(rows).items():
         cells = []
         for step in sorted({point["step"] for r in group for point in r["curve"]}):
             points = [p for r in group for p in r["curve"] if p["step"] == step]
             quality = statistics.fmean(p["high_quality"] for p in points)
             modes = statistics.fmean(p["modes"] for p in points)
             cells.append(f"{step:,}: {quality:.0f}% ({modes:.3g})")
-        lines.append(f"| {dataset} | {recipe} | {pack} | {len(group)} | {', '.join(cells)} |")
+        lines.append(f"| {dataset} | {recipe} | {pack} | {steps} | {len(group)} | {', '.join(cells)} |")
     return "\n".join(lines)
+
+
+def losses_table(images: list[dict], toys: list[dict]) -> str:
+    """The five losses in one table: on mnist5k (bench/bench_quality.py's rows, EMA
+    weights, both feature networks) and on the toys (this script's rows without packing,
+    one row per recipe, mean over its seeds; the grid with packing 2 in a column of its
+    own), the real-vs-real floors and the paper's figures beside them."""
+    from training.config import LOSSES
+    from training.evaluate.toys import PUBLISHED_PACGAN
+
+    def pair(row: dict | None, first: str, second: str, digits: str) -> str:
+        if row is None:
+            return "-"
+        return " / ".join("-" if row.get(k) is None else format(row[k], digits) for k in (first, second))
+
+    def toy_cell(group: list[dict] | None) -> str:
+        if not group:
+            return "not run"
+        ema = [r["ema"] for r in group]
+        seeds = f"{len(group)} seed{'s' if len(group) > 1 else ''}"
+        return (f"{_spread([e['modes'] for e in ema])}/{ema[0]['num_modes']} modes, "
+                f"{_spread([e['high_quality'] for e in ema])}% HQ ({seeds}, "
+                f"{group[0]['steps']:,} steps)")
+
+    image_rows = {r["loss"]: r for r in images if r.get("weights") == "ema"}
+    groups = {(*key[:2], key[2] > 1): group for key, group in _groups(toys).items()
+              if key[2] <= 2}  # packed or not; of several schedules the last wins
+    lines = ["| loss | mnist5k: FD ratio 1 / 2 | precision 1 / 2 | recall 1 / 2 | classes | "
+             "toy recipe | ring | grid | grid, pack 2 |", "|---|---|---|---|---|---|---|---|---|"]
+    for loss in LOSSES:
+        image = image_rows.get(loss)
+        recipes = sorted({recipe for (_, recipe, _), group in groups.items()
+                          if group[0]["loss"] == loss}) or ["-"]
+        for recipe in recipes:
+            classes = "-" if image is None else f"{image['classes_covered']}/{image['num_classes']}"
+            lines.append(
+                f"| {loss} | {pair(image, 'fd_ratio', 'fd2_ratio', '.3g')} | "
+                f"{pair(image, 'precision', 'precision2', '.3f')} | "
+                f"{pair(image, 'recall', 'recall2', '.3f')} | {classes} | {recipe} | "
+                f"{toy_cell(groups.get(('ring', recipe, False)))} | "
+                f"{toy_cell(groups.get(('grid', recipe, False)))} | "
+                f"{toy_cell(groups.get(('grid', recipe, True)))} |")
+    floors = next(iter(image_rows.values()), {})
+    real = {key: floors.get(f"{key}_floor") for key in ("precision", "precision2", "recall", "recall2")}
+    ring, grid, packed = (PUBLISHED_PACGAN["ring"][1], PUBLISHED_PACGAN["grid"][1],
+                          PUBLISHED_PACGAN["grid"][2])
+    lines.append(f"| real vs real / the paper's GAN | 1 / 1 | {pair(real, 'precision', 'precision2', '.3f')} | "
+                 f"{pair(real, 'recall', 'recall2', '.3f')} | 10/10 | paper | "
+                 f"{ring[0]}/8 modes, {ring[1]}% HQ | {grid[0]}/25 modes, {grid[1]}% HQ | "
+                 f"{packed[0]}/25 modes, {packed[1]}% HQ |")
+    return "\n".join(lines)
+
+
+def losses_command(args) -> None:
+    images = [row for path in args.images for row in json.loads(Path(path).read_text())]
+    toys = [row for path in args.toys for row in json.loads(Path(path).read_text())]
+    print(losses_table(images, toys))
 
 
 def table_command(args) -> None:
@@ -302,6 +371,10 @@ def main() -> None:
     quality.add_argument("--seeds", default="0-4")
     quality.add_argument("--steps", type=int, default=None, help="[the toys' default]")
     quality.add_argument("--eval-every", type=int, default=2000)
+    quality.add_argument("--lr", type=float, default=None,
+                         help="both learning rates, instead of the recipe's (a row of its own)")
+    quality.add_argument("--r1", type=float, default=0.0,
+                         help="R1 penalty weight on D's gradient at real points (a row of its own)")
     quality.add_argument("--batch-size", type=int, default=64,
                          help="points per batch, rounded down to whole packs")
     quality.add_argument("--threads", type=int, default=1)
@@ -310,6 +383,9 @@ def main() -> None:
                          help="figures go here as they come; runs already in it are skipped")
     table = commands.add_parser("table", help="markdown tables from --json files")
     table.add_argument("files", nargs="+")
+    losses = commands.add_parser("losses", help="the five losses on mnist5k and the toys, one table")
+    losses.add_argument("--images", nargs="+", required=True, help="bench/bench_quality.py --json files")
+    losses.add_argument("--toys", nargs="+", required=True, help="this script's quality --json files")
     args = parser.parse_args()
 
     if args.command == "rate-one":
@@ -317,7 +393,8 @@ def main() -> None:
         print(mlp_rate(args.steps, args.threads) if args.mlp else loop_rate(args.steps, args.threads))
         return
     _use_source(ROOT)
-    {"rate": rate_command, "quality": quality_command, "table": table_command}[args.command](args)
+    {"rate": rate_command, "quality": quality_command, "table": table_command,
+     "losses": losses_command}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -48,9 +48,10 @@ def test_explicit_options_win_over_the_recipe():
 
 
 def test_toys_train_longer_with_decaying_rates_and_wgan_gp_takes_its_toy_penalty():
-    assert resolved(dataset="ring").steps == TOY_STEPS
+    assert resolved(dataset="ring").steps == TOY_STEPS["ring"] == 20_000
+    assert resolved(dataset="grid").steps == TOY_STEPS["grid"] > TOY_STEPS["ring"]  # 25 modes
     toy = resolved(dataset="ring", recipe="wgan-gp")
-    assert toy.steps == TOY_STEPS // 5 and toy.lr_decay == "linear"  # 5 critic steps per G step
+    assert toy.steps == TOY_STEPS["ring"] // 5 and toy.lr_decay == "linear"  # 5 critic steps per G step
     assert (toy.gp_weight, toy.beta1, toy.beta2) == (0.1, 0.5, 0.9)  # the reference toy script's
     images = resolved(dataset="fake", recipe="wgan-gp")
     assert images.steps == IMAGE_STEPS and images.lr_decay == "none" and images.gp_weight == 10.0

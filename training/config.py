@@ -10,8 +10,8 @@ non-saturating generator loss of Goodfellow et al. 2014.
 A recipe (`--recipe NAME`, see RECIPES) sets a loss together with the optimiser settings
 of the paper that introduced it; `resolve` fills from it every objective and optimiser
 field left unset (None), and explicit options win over it. The 2-D toys get a schedule
-of their own (TOY_STEPS discriminator steps, learning rates decaying linearly to 0), because
-a 3-layer MLP on points affords tens of thousands of steps in minutes.
+of their own (TOY_STEPS discriminator steps for each toy, learning rates decaying linearly
+to 0), because a 3-layer MLP on points affords tens of thousands of steps in minutes.
 """
 
 from __future__ import annotations
@@ -60,8 +60,11 @@ RECIPES: dict[str, dict[str, Any]] = {
 TOY_RECIPES: dict[str, dict[str, Any]] = {"wgan-gp": {"gp_weight": 0.1, "beta1": 0.5}}
 DEFAULT_RECIPE = "dcgan"
 RECIPE_FIELDS = tuple(_DCGAN)
-# generator steps when --steps is not given; on the toys, divided by the D steps per G step
-IMAGE_STEPS, TOY_STEPS = 2000, 20_000
+# generator steps when --steps is not given; on the toys, D steps (divided by the D steps per
+# G step), as many as the non-saturating loss needs to level off on each (BENCHMARKS.md,
+# "ring and grid, run to convergence"): the grid's 25 tight modes take 4 times the ring's 8
+IMAGE_STEPS = 2000
+TOY_STEPS = {"ring": 20_000, "grid": 80_000}
 
 
 class TrainingError(RuntimeError):
@@ -106,7 +109,7 @@ class TrainConfig:
     instance_noise: float = 0.0  # std of noise added to D's inputs, decaying linearly to 0
     augment: str = ""  # DiffAugment of D's inputs: "translation,cutout", a subset, or ""
     # optimisation; None: from the recipe, or (steps, lr_decay) from the dataset's kind
-    steps: int | None = None  # generator steps; None: IMAGE_STEPS, or TOY_STEPS on the 2-D toys
+    steps: int | None = None  # generator steps; None: IMAGE_STEPS, or TOY_STEPS[dataset] on the toys
     batch_size: int = 64
     optimizer: str | None = None  # adam or rmsprop
     lr_g: float | None = None
@@ -258,7 +261,7 @@ def with_recipe(config: TrainConfig, toy: bool) -> TrainConfig:
     settings = {**RECIPES[recipe], **(TOY_RECIPES.get(recipe, {}) if toy else {})}
     filled = {name: value for name, value in settings.items() if getattr(config, name) is None}
     # On the toys the D updates are what is budgeted: 5 critic steps per G step, 1/5 the steps.
-    toy_steps = TOY_STEPS // (config.d_steps or filled["d_steps"])
+    toy_steps = TOY_STEPS.get(config.dataset, 20_000) // (config.d_steps or filled["d_steps"])
     return replace(config, recipe=recipe, **filled,
                    steps=config.steps or (toy_steps if toy else IMAGE_STEPS),
                    lr_decay=config.lr_decay or ("linear" if toy else "none"))
