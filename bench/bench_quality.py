@@ -95,14 +95,16 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def pair(row: dict, key: str, digits: str) -> str:
+    """`key` in the first feature network / in the second (`fd2_ratio`, `precision2`)."""
+    second = "fd2_ratio" if key == "fd_ratio" else f"{key}2"
+    values = [row.get(key), row.get(second)]
+    return " / ".join("-" if v is None else format(v, digits) for v in values)
+
+
 def two_networks(rows: list[dict]) -> str:
     """Images measured in both feature networks: each FD ratio, precision and recall
     (network 1 / network 2), the floors in the last row."""
-    def pair(row: dict, key: str, digits: str) -> str:
-        second = "fd2_ratio" if key == "fd_ratio" else f"{key}2"
-        values = [row.get(key), row.get(second)]
-        return " / ".join("-" if v is None else format(v, digits) for v in values)
-
     lines = ["| dataset | loss | weights | steps | FD ratio 1 / 2 | precision 1 / 2 | "
              "recall 1 / 2 | coverage | train s |",
              "|---|---|---|---:|---|---|---|---|---:|"]

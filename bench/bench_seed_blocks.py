@@ -9,8 +9,9 @@ evaluations of one model agree. This measures the same FD ratios, precision and 
 in both feature networks and against the same held-out digits and floors, for the seed
 blocks 0..N-1, N..2N-1, ... and prints each block, then the mean, standard deviation
 and range over the blocks: the spread a figure of one block carries, and whether the
-fixed block is a typical one. A class-conditional model gets the labels `seed % classes`,
-as in `dcgan evaluate`.
+fixed block is a typical one. It is `dcgan evaluate`'s own measurement (the Evaluator),
+with the first sample seed moved; a class-conditional model's labels come from its
+seeds as there.
 """
 
 from __future__ import annotations
@@ -21,14 +22,10 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models import generation as gen  # noqa: E402
-from models.latent import latents_from_seeds  # noqa: E402
 
 FIGURES = ("fd_ratio", "fd2_ratio", "precision", "precision2", "recall", "recall2")
 
@@ -42,25 +39,19 @@ def main() -> None:
     args = parser.parse_args()
 
     from training.evaluate.evaluator import Evaluator
+    from training.evaluate.sources import open_for_evaluation
 
-    generator = gen.OnnxGenerator(args.model, device="cpu")
-    card = generator.card
+    source, _ = open_for_evaluation(args.model)
+    card = source.card
     evaluator = Evaluator(card.dataset["name"], image_size=card.output_shape[-1],
                           nc=card.output_shape[0], num_classes=card.dataset.get("num_classes", 0),
                           num_samples=args.num_samples, metrics=["fd", "prdc"])
     floor, count = evaluator.floor, evaluator.num_samples
     rows = []
     for block in range(args.blocks):
-        seeds = np.arange(block * count, (block + 1) * count)
-        latents = latents_from_seeds(seeds, card.nz)
-        labels = seeds % card.num_classes if card.num_classes else None  # as evaluate's
-        images = torch.from_numpy(np.concatenate(
-            [generator.generate(latents[i:i + 250], None if labels is None else labels[i:i + 250])
-             for i in range(0, count, 250)]))
-        figures = evaluator.figures(images, evaluator.features(images), None, only=("fd", "prdc"))
+        figures = evaluator(source, only=("fd", "prdc"), first_seed=block * count)
         row = {"seeds": f"{block * count}-{(block + 1) * count - 1}",
-               "fd_ratio": figures["fd"] / floor["fd"], "fd2_ratio": figures["fd2"] / floor["fd2"],
-               **{key: figures[key] for key in FIGURES[2:]}}
+               **{key: figures[key] for key in FIGURES}}
         rows.append(row)
         print(f"# seeds {row['seeds']}: " + ", ".join(f"{k} {row[k]:.3f}" for k in FIGURES),
               file=sys.stderr, flush=True)

@@ -291,13 +291,10 @@ def losses_table(images: list[dict], toys: list[dict]) -> str:
     weights, both feature networks) and on the toys (this script's rows without packing,
     one row per recipe, mean over its seeds; the grid with packing 2 in a column of its
     own), the real-vs-real floors and the paper's figures beside them."""
+    from bench_quality import pair
+
     from training.config import LOSSES
     from training.evaluate.toys import PUBLISHED_PACGAN
-
-    def pair(row: dict | None, first: str, second: str, digits: str) -> str:
-        if row is None:
-            return "-"
-        return " / ".join("-" if row.get(k) is None else format(row[k], digits) for k in (first, second))
 
     def toy_cell(group: list[dict] | None) -> str:
         if not group:
@@ -320,9 +317,9 @@ def losses_table(images: list[dict], toys: list[dict]) -> str:
         for recipe in recipes:
             classes = "-" if image is None else f"{image['classes_covered']}/{image['num_classes']}"
             lines.append(
-                f"| {loss} | {pair(image, 'fd_ratio', 'fd2_ratio', '.3g')} | "
-                f"{pair(image, 'precision', 'precision2', '.3f')} | "
-                f"{pair(image, 'recall', 'recall2', '.3f')} | {classes} | {recipe} | "
+                f"| {loss} | {pair(image or {}, 'fd_ratio', '.3g')} | "
+                f"{pair(image or {}, 'precision', '.3f')} | "
+                f"{pair(image or {}, 'recall', '.3f')} | {classes} | {recipe} | "
                 f"{toy_cell(groups.get(('ring', recipe, False)))} | "
                 f"{toy_cell(groups.get(('grid', recipe, False)))} | "
                 f"{toy_cell(groups.get(('grid', recipe, True)))} |")
@@ -330,8 +327,8 @@ def losses_table(images: list[dict], toys: list[dict]) -> str:
     real = {key: floors.get(f"{key}_floor") for key in ("precision", "precision2", "recall", "recall2")}
     ring, grid, packed = (PUBLISHED_PACGAN["ring"][1], PUBLISHED_PACGAN["grid"][1],
                           PUBLISHED_PACGAN["grid"][2])
-    lines.append(f"| real vs real / the paper's GAN | 1 / 1 | {pair(real, 'precision', 'precision2', '.3f')} | "
-                 f"{pair(real, 'recall', 'recall2', '.3f')} | 10/10 | paper | "
+    lines.append(f"| real vs real / the paper's GAN | 1 / 1 | {pair(real, 'precision', '.3f')} | "
+                 f"{pair(real, 'recall', '.3f')} | 10/10 | paper | "
                  f"{ring[0]}/8 modes, {ring[1]}% HQ | {grid[0]}/25 modes, {grid[1]}% HQ | "
                  f"{packed[0]}/25 modes, {packed[1]}% HQ |")
     return "\n".join(lines)

@@ -466,3 +466,18 @@ def test_too_few_unlabelled_images_keep_the_random_network_and_say_so(cache, dig
     assert folder.notes["encoder"]["kind"] == "random"
     description = folder.notes["feature_space"]
     assert "untrained CNN, the fallback: 1800 training images are too few" in description
+
+
+def test_the_sample_seeds_start_at_0_and_first_seed_moves_the_block():
+    from models.latent import latents_from_seeds
+    from training.evaluate.sources import draw_samples
+
+    card = ModelCard(name="stand-in", model={"nz": 4, "num_classes": 3})
+    source = stand_in(card, lambda latents, labels: latents)  # a sample is its latent
+    samples, labels = draw_samples(source, 5)
+    assert np.array_equal(samples.numpy(), latents_from_seeds(range(5), 4))
+    assert labels.tolist() == [0, 1, 2, 0, 1]  # seed % classes
+    moved, moved_labels = draw_samples(source, 5, first_seed=5)
+    assert np.array_equal(moved.numpy(), latents_from_seeds(range(5, 10), 4))
+    assert moved_labels.tolist() == [2, 0, 1, 2, 0]
+    assert not np.array_equal(moved.numpy(), samples.numpy())

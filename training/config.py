@@ -260,10 +260,10 @@ def with_recipe(config: TrainConfig, toy: bool) -> TrainConfig:
     recipe = config.recipe or DEFAULT_RECIPE
     settings = {**RECIPES[recipe], **(TOY_RECIPES.get(recipe, {}) if toy else {})}
     filled = {name: value for name, value in settings.items() if getattr(config, name) is None}
-    # On the toys the D updates are what is budgeted: 5 critic steps per G step, 1/5 the steps.
-    toy_steps = TOY_STEPS.get(config.dataset, 20_000) // (config.d_steps or filled["d_steps"])
-    return replace(config, recipe=recipe, **filled,
-                   steps=config.steps or (toy_steps if toy else IMAGE_STEPS),
+    steps = config.steps or IMAGE_STEPS
+    if toy and not config.steps:  # the D updates are budgeted: 5 critic steps per G step, 1/5
+        steps = TOY_STEPS[config.dataset] // (config.d_steps or filled["d_steps"])
+    return replace(config, recipe=recipe, **filled, steps=steps,
                    lr_decay=config.lr_decay or ("linear" if toy else "none"))
 
 

@@ -218,17 +218,18 @@ class Evaluator:
         return out
 
     def __call__(self, generator, truncation: float | None = None,
-                 only: tuple[str, ...] | None = None) -> dict:
+                 only: tuple[str, ...] | None = None, first_seed: int = 0) -> dict:
         """Figures of a generator (an nn.Module, anything `open_for_evaluation` opens), each
         with its floor and, for FD and NN, the ratio to it. `truncation` draws the latents
-        truncated at that |z|; `only` limits the figures to those metrics."""
+        truncated at that |z|; `only` limits the figures to those metrics; `first_seed`
+        moves the block of sample seeds (bench/bench_seed_blocks.py)."""
         if isinstance(generator, nn.Module):
             config = getattr(generator, "module", generator).config  # DDP wraps the module
             card = ModelCard(model={"nz": config.nz,
                                     "num_classes": getattr(config, "num_classes", self.num_classes)})
             generator = (generator, card)
         source, _ = open_for_evaluation(generator, self.device)
-        samples, labels = draw_samples(source, self.num_samples, truncation)
+        samples, labels = draw_samples(source, self.num_samples, truncation, first_seed)
         full = samples
         if samples.ndim == 4:
             samples = shrink(samples)

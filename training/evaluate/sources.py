@@ -66,15 +66,16 @@ def open_for_evaluation(source, device: str = "cpu") -> tuple[Source, str]:
     return source, f"{name}{card.name} (step {card.step}, {card.weights} weights)"
 
 
-def draw_samples(source: Source, count: int,
-                 truncation: float | None = None) -> tuple[torch.Tensor, np.ndarray | None]:
-    """(samples (count, ...) float32, labels (count,) or None) from the seeds 0..count-1,
+def draw_samples(source: Source, count: int, truncation: float | None = None,
+                 first_seed: int = 0) -> tuple[torch.Tensor, np.ndarray | None]:
+    """(samples (count, ...) float32, labels (count,) or None) from the seeds
+    first_seed..first_seed+count-1 (0..count-1 for every evaluation, so that two agree),
     their latents truncated at |z| = `truncation` when given (as the service does). A diverged generator's NaN and infinities become 0 and +-1, so it scores badly
     rather than breaking the statistics."""
     from models.latent import labels_for_seeds, latents_from_seeds
 
     card = source.card
-    seeds = range(count)
+    seeds = range(first_seed, first_seed + count)
     latents = latents_from_seeds(seeds, card.nz, truncation)  # (N, nz)
     labels = labels_for_seeds(seeds, card.num_classes) if card.num_classes else None
     parts = [source.generate(latents[i:i + BATCH], None if labels is None else labels[i:i + BATCH])
