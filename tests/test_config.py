@@ -3,6 +3,8 @@ that win over them, and the schedule of the 2-D toys."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from training.config import (
@@ -65,9 +67,11 @@ def test_toys_train_longer_with_decaying_rates_and_wgan_gp_takes_its_toy_penalty
     (dict(lr_decay="cosine"), "lr-decay must be one of none, linear"),
     (dict(beta1=1.0), "beta1 must be in [0, 1)"),
     (dict(gp_weight=0.0), "gp-weight must be above 0"),
+    (dict(top_k=0.0), "top-k must be in (0, 1]"),
+    (dict(top_k=1.5), "top-k must be in (0, 1]"),
 ])
 def test_bad_recipe_options_name_the_field(options, field):
-    with pytest.raises(ValueError, match=field.replace("[", r"\[").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=re.escape(field)):
         resolved(**options)
 
 

@@ -536,3 +536,59 @@ def test_an_early_ema_generator_follows_training_not_its_initial_weights(
         assert _distance(ema, raw) < 0.1 * travelled
     else:
         assert _distance(ema, start) < 0.1 * travelled
+
+
+def test_top_k_share_shrinks_per_epoch_to_its_floor():
+    from training.config import TOP_K_DECAY, TrainConfig, top_k_share
+
+    assert [top_k_share(TrainConfig(), epoch) for epoch in (0, 50, 500)] == [1.0, 1.0, 1.0]  # off
+    config = TrainConfig(top_k=0.5)
+    assert top_k_share(config, 0) == 1.0
+    assert top_k_share(config, 10) == pytest.approx(TOP_K_DECAY ** 10)
+    assert top_k_share(config, 1000) == 0.5
+
+
+def test_the_generator_learns_only_from_the_fakes_d_scores_highest():
+    """Top-k training: the fakes outside the top share get no gradient at all."""
+    from types import SimpleNamespace
+
+    from training.config import TrainConfig
+
+    class Score(torch.nn.Module):  # D scores an image by the sum of its pixels
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, images, labels=None):
+            return self.scale * images.reshape(images.shape[0], -1).sum(1)
+
+    shift = torch.nn.Parameter(torch.zeros(6, 1, 2, 2))
+    base = torch.tensor([0.3, -1.0, 2.0, 0.1, -0.5, 1.5]).reshape(6, 1, 1, 1).expand(6, 1, 2, 2)
+    judge = Score()
+    gan = SimpleNamespace(discriminator=judge, d_for_g=judge, augments=(),
+                          opt_g=torch.optim.SGD([shift], lr=0.1))
+    loop._generator_step(TrainConfig(top_k=0.5, loss="nonsaturating"), gan, base + shift, None, step=0, share=0.5)
+    learnt = shift.grad.reshape(6, -1).abs().sum(1) > 0
+    assert learnt.tolist() == [True, False, True, False, False, True]  # scores 2.0, 1.5, 0.3
+    shift.grad = None
+    loop._generator_step(TrainConfig(loss="nonsaturating"), gan, base + shift, None, step=0)
+    assert (shift.grad.reshape(6, -1).abs().sum(1) > 0).all()  # share 1: every fake
+    assert judge.scale.requires_grad  # D is unfrozen again
+
+
+def test_top_k_training_learns_from_a_share_shrinking_per_epoch(tmp_path, make_tiny_config,
+                                                                  monkeypatch):
+    sizes = []
+    original = loop.losses.generator_loss
+
+    def spy(loss, fake_logits):
+        sizes.append(fake_logits.numel())
+        return original(loss, fake_logits)
+
+    monkeypatch.setattr(loop.losses, "generator_loss", spy)
+    monkeypatch.setattr("training.config.TOP_K_DECAY", 0.5)  # 1, 0.5, 0.25 ... per epoch
+    monkeypatch.setattr("training.data.FAKE_DATASET_SIZE", 16)  # batches of 8: 2 steps an epoch
+    run = train(make_tiny_config(tmp_path, dataset="fake", steps=6, top_k=0.25, log_every=2),
+                progress=False)
+    assert sizes == [8, 8, 4, 4, 2, 2]
+    assert json.loads((run / "config.json").read_text())["top_k"] == 0.25

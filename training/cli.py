@@ -114,6 +114,7 @@ def train(
     gp_weight: float | None = typer.Option(None, help="WGAN-GP penalty weight lambda [the recipe's; 10, 0.1 on the toys]."),
     label_smoothing: float | None = typer.Option(None, help="One-sided label smoothing for real samples [0]."),
     instance_noise: float | None = typer.Option(None, help="Std of instance noise on D's inputs, decaying to 0 [0]."),
+    top_k: float | None = typer.Option(None, help="Top-k training: G learns from the fakes D scores highest, a share of the batch falling 1%/epoch to this [1 = off; the paper: 0.5]."),
     augment: str | None = typer.Option(None, help="DiffAugment of D's inputs: translation,cutout (a subset, or none) [none]."),
     ema_decay: float | None = typer.Option(None, help="EMA decay of generator weights, 0 to disable [0.999]."),
     ema_rampup: float | None = typer.Option(None, help="EMA ramp-up: the average's half-life is at most this share of the images seen, 0 for a fixed decay [0.05]."),

@@ -64,6 +64,8 @@ RECIPE_FIELDS = tuple(_DCGAN)
 # G step), as many as the non-saturating loss needs to level off on each (BENCHMARKS.md,
 # "ring and grid, run to convergence"): the grid's 25 tight modes take 4 times the ring's 8
 IMAGE_STEPS = 2000
+# Top-k training's per-epoch decay of the share of fakes G learns from (the paper's gamma)
+TOP_K_DECAY = 0.99
 TOY_STEPS = {"ring": 20_000, "grid": 80_000}
 
 
@@ -108,6 +110,9 @@ class TrainConfig:
     label_smoothing: float = 0.0  # one-sided: real targets become 1 - this (ganhacks)
     instance_noise: float = 0.0  # std of noise added to D's inputs, decaying linearly to 0
     augment: str = ""  # DiffAugment of D's inputs: "translation,cutout", a subset, or ""
+    # Top-k training (Sinha et al. 2020): G learns only from the share of its batch that D
+    # scores highest, a share shrinking by TOP_K_DECAY per epoch down to this; 1: off
+    top_k: float = 1.0
     # optimisation; None: from the recipe, or (steps, lr_decay) from the dataset's kind
     steps: int | None = None  # generator steps; None: IMAGE_STEPS, or TOY_STEPS[dataset] on the toys
     batch_size: int = 64
@@ -194,6 +199,8 @@ class TrainConfig:
                 raise ValueError(f"d-norm must be one of {', '.join(D_NORMS)}, got {self.d_norm!r}")
         if self.instance_noise < 0:
             raise ValueError(f"instance-noise must be 0 or more, got {self.instance_noise}")
+        if not 0.0 < self.top_k <= 1.0:
+            raise ValueError(f"top-k must be in (0, 1], got {self.top_k}")
         from training.augment import parse_augment
 
         parse_augment(self.augment)
@@ -216,6 +223,14 @@ def conditioning_at(config: TrainConfig, step: int) -> float:
     if config.conditioning_steps <= 0:
         return 1.0
     return min(1.0, (step - config.conditioning_start) / config.conditioning_steps)
+
+
+def top_k_share(config: TrainConfig, epoch: int) -> float:
+    """The share of its batch that the generator learns from in `epoch` (from 0): top-k
+    training's max(gamma ** epoch, nu) of Sinha et al. 2020, nu being `top_k`; 1 when off."""
+    if config.top_k >= 1.0:
+        return 1.0
+    return max(TOP_K_DECAY ** epoch, config.top_k)
 
 
 def resolve(config: TrainConfig) -> TrainConfig:

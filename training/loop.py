@@ -32,7 +32,7 @@ from models.dcgan import set_conditioning
 from training import losses
 from training.augment import augment, parse_augment
 from training.checkpoint import load_checkpoint
-from training.config import TrainConfig, TrainingError, conditioning_at, unresolved
+from training.config import TrainConfig, TrainingError, conditioning_at, top_k_share, unresolved
 from training.data import PointsDataset, load_dataset
 from training.run import Run, model_spec
 
@@ -255,13 +255,18 @@ def _discriminator_step(config: TrainConfig, gan: GAN, real: torch.Tensor, laten
 
 
 def _generator_step(config: TrainConfig, gan: GAN, fake: torch.Tensor, labels: torch.Tensor | None,
-                    step: int) -> torch.Tensor:
-    """One update of G through D's view of `fake`; returns G's loss."""
+                    step: int, share: float = 1.0) -> torch.Tensor:
+    """One update of G through D's view of `fake`, from the `share` of it that D scores
+    highest (top-k training); returns G's loss."""
     # D's weight gradients are not needed here: freezing them skips that work.
     # Under DDP the bare module is used, so no gradient reduction is triggered.
     gan.discriminator.requires_grad_(False)
     with _autocast(config, fake.device):
-        g_loss = losses.generator_loss(config.loss, gan.d_for_g(_d_view(fake, config, gan, step), labels))
+        fake_logits = gan.d_for_g(_d_view(fake, config, gan, step), labels)
+        if share < 1.0:  # one logit per judged input (a pack with PacGAN)
+            fake_logits = fake_logits.reshape(-1)
+            fake_logits = fake_logits.topk(max(1, round(share * fake_logits.numel()))).values
+        g_loss = losses.generator_loss(config.loss, fake_logits)
     gan.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     gan.opt_g.step()
@@ -317,6 +322,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     gan = _build(config, device, state, rank, world)
     step = int(state["step"]) if state is not None else 0
     real_batches = _real_batches(dataset, config, device, step, rank, world, gan.num_classes)
+    batches_per_epoch = max(1, len(dataset) // (config.batch_size * world))
     run = Run(config, gan, state, device, rank, world, progress, evaluator)
     try:
         while step < config.steps:
@@ -334,7 +340,8 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                                                            keep_graph=k == config.d_steps - 1)
             # Generator: one step on the last fakes (their graph is kept: no second forward
             # pass of G), with the labels they were made for.
-            g_loss = _generator_step(config, gan, fake, labels, step)
+            share = top_k_share(config, step * config.d_steps // batches_per_epoch)
+            g_loss = _generator_step(config, gan, fake, labels, step, share)
             step += 1
             # EMA of G's weights, its horizon ramped up with the images seen
             if gan.ema is not None:
