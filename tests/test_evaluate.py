@@ -19,6 +19,7 @@ from models.card import ModelCard
 from training.cli import app
 from training.data import load_dataset, toy_modes
 from training.evaluate import (
+    SELECTION_SEEDS,
     EvaluationError,
     Evaluator,
     PeriodicEvaluator,
@@ -145,6 +146,11 @@ def test_periodic_evaluator_takes_a_module_and_restores_its_mode(cache):
     assert selection_score({"fd_ratio": 3.0, "fd": 9.0}) == 3.0  # one feature space
     assert "nn_distance" not in figures  # periodic evaluation stays cheap
     json.dumps(figures)  # logged as JSON lines by the training loop
+    # best.pt is picked on seeds of its own, not on those the card then reports
+    assert figures["sample_seeds"] == f"{SELECTION_SEEDS}..{SELECTION_SEEDS + 99}"
+    reported = Evaluator("digits", image_size=SIZE, nc=1, num_samples=100, metrics=["fd"])
+    assert reported(generator, first_seed=SELECTION_SEEDS)["fd"] == pytest.approx(figures["fd"])
+    assert reported(generator)["fd"] != pytest.approx(figures["fd"])
 
 
 def test_toy_figures_follow_the_pacgan_definitions():

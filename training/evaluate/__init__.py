@@ -62,11 +62,13 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["METRICS", "EvaluationError", "Evaluator", "PeriodicEvaluator", "Source", "evaluate",
+__all__ = ["METRICS", "SELECTION_SEEDS", "EvaluationError", "Evaluator", "PeriodicEvaluator",
+           "Source", "evaluate",
            "open_for_evaluation", "selection_score", "truncation_curve"]
 
 _HOME = {
-    "METRICS": "evaluator", "Evaluator": "evaluator", "PeriodicEvaluator": "evaluator",
+    "METRICS": "evaluator", "SELECTION_SEEDS": "evaluator", "Evaluator": "evaluator",
+    "PeriodicEvaluator": "evaluator",
     "evaluate": "evaluator", "EvaluationError": "errors", "Source": "sources",
     "open_for_evaluation": "sources", "selection_score": "evaluator",
     "truncation_curve": "truncation",

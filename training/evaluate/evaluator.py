@@ -47,6 +47,11 @@ from training.evaluate.toys import TOY_EVALUATION_SAMPLES, toy_figures
 METRICS = ("fd", "kid", "prdc", "coverage", "modes", "nn", "inception")
 SPACES = ("", "2")  # key suffixes: the first feature network, the second
 IMAGE_EVALUATION_SAMPLES = 1000
+# The first sample seed of the training loop's evaluations: best.pt is chosen on samples
+# of seeds of its own, so that the figures then reported of it (seeds 0..N-1: `dcgan
+# evaluate`, the card) are not the ones it was picked by. A multiple of 10: a conditional
+# generator's labels (seed % classes) start at 0 as in every other evaluation.
+SELECTION_SEEDS = 10_000_000
 
 
 # --- the evaluation -----------------------------------------------------------------------
@@ -341,9 +346,9 @@ def selection_score(figures: dict) -> float:
 
 
 class PeriodicEvaluator(Evaluator):
-    """What the training loop calls every N steps: `num_samples` from fixed seeds, FD with
-    its floor, and coverage (or the toys' modes); no KID or nearest-neighbour search
-    unless `metrics` asks.
+    """What the training loop calls every N steps: `num_samples` from fixed seeds (from
+    SELECTION_SEEDS on), FD with its floor, and coverage (or the toys' modes); no KID or
+    nearest-neighbour search unless `metrics` asks.
     Held-out data smaller than `num_samples` caps it rather than failing."""
 
     def __init__(self, dataset: str, image_size: int = 32, nc: int | None = 1,
@@ -352,6 +357,12 @@ class PeriodicEvaluator(Evaluator):
         super().__init__(dataset, image_size=image_size, nc=nc, num_classes=num_classes,
                          root=root, num_samples=num_samples, metrics=metrics, device=device,
                          strict=False, periodic=True)
+
+    def __call__(self, generator, truncation: float | None = None,
+                 only: tuple[str, ...] | None = None, first_seed: int = SELECTION_SEEDS) -> dict:
+        figures = super().__call__(generator, truncation, only, first_seed)
+        figures["sample_seeds"] = f"{first_seed}..{first_seed + self.num_samples - 1}"
+        return figures
 
 
 def check_shapes(card: ModelCard, dataset: str) -> None:
