@@ -64,9 +64,9 @@ RECIPE_FIELDS = tuple(_DCGAN)
 # G step), as many as the non-saturating loss needs to level off on each (BENCHMARKS.md,
 # "ring and grid, run to convergence"): the grid's 25 tight modes take 4 times the ring's 8
 IMAGE_STEPS = 2000
+TOY_STEPS = {"ring": 20_000, "grid": 80_000}
 # Top-k training's per-epoch decay of the share of fakes G learns from (the paper's gamma)
 TOP_K_DECAY = 0.99
-TOY_STEPS = {"ring": 20_000, "grid": 80_000}
 
 
 class TrainingError(RuntimeError):
