@@ -38,14 +38,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from training.evaluate.evaluator import Evaluator
+    from training.evaluate.evaluator import evaluator_for
     from training.evaluate.sources import open_for_evaluation
 
     source, _ = open_for_evaluation(args.model)
-    card = source.card
-    evaluator = Evaluator(card.dataset["name"], image_size=card.output_shape[-1],
-                          nc=card.output_shape[0], num_classes=card.dataset.get("num_classes", 0),
-                          num_samples=args.num_samples, metrics=["fd", "prdc"])
+    evaluator = evaluator_for(source.card, num_samples=args.num_samples, metrics=["fd", "prdc"])
     floor, count = evaluator.floor, evaluator.num_samples
     rows = []
     for block in range(args.blocks):

@@ -69,7 +69,8 @@ def open_for_evaluation(source, device: str = "cpu") -> tuple[Source, str]:
 def draw_samples(source: Source, count: int, truncation: float | None = None,
                  first_seed: int = 0) -> tuple[torch.Tensor, np.ndarray | None]:
     """(samples (count, ...) float32, labels (count,) or None) from the seeds
-    first_seed..first_seed+count-1 (0..count-1 for every evaluation, so that two agree),
+    first_seed..first_seed+count-1 (0..count-1 for `dcgan evaluate` and the card, so that
+    two evaluations agree; the training loop's from SELECTION_SEEDS),
     their latents truncated at |z| = `truncation` when given (as the service does). A diverged generator's NaN and infinities become 0 and +-1, so it scores badly
     rather than breaking the statistics."""
     from models.latent import labels_for_seeds, latents_from_seeds
