@@ -81,6 +81,27 @@ def latents_from_seeds(
     return np.stack(rows)
 
 
+CLASS_CODE_SEED = 0
+
+
+def class_code(nz: int, num_classes: int) -> np.ndarray:
+    """(num_classes, nz) orthonormal rows, the same for every run of these sizes: the
+    linear code of a generator trained with latent classes (`dcgan train --latent-classes`),
+    whose fakes D was told are of class argmax(code @ z). Each class is then a cone of
+    the Gaussian latent around its row, of equal mass, and the mean latent of a class
+    lies along that row."""
+    if num_classes > nz:
+        raise ValueError(f"a class code needs nz >= classes, got nz {nz} and {num_classes} classes")
+    rng = np.random.Generator(np.random.PCG64(CLASS_CODE_SEED))
+    q, r = np.linalg.qr(rng.standard_normal((nz, num_classes)))
+    return (q * np.sign(np.diag(r))).T.astype(np.float32)  # the signs make QR unique
+
+
+def code_classes(latents: np.ndarray, code: np.ndarray) -> np.ndarray:
+    """The class the code gives each latent: argmax of its projections on the rows."""
+    return np.asarray(latents @ code.T).argmax(axis=1)
+
+
 def truncate(latents: np.ndarray, threshold: float) -> np.ndarray:
     """Clip given latents to [-threshold, threshold] (for client-sent vectors, which
     have no stream to redraw from)."""

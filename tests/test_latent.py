@@ -8,6 +8,8 @@ import pytest
 from models.latent import (
     MAX_SEED,
     as_latent,
+    class_code,
+    code_classes,
     interpolate,
     labels_for_seeds,
     latent_from_seed,
@@ -197,3 +199,33 @@ def test_default_labels_cycle_through_the_classes():
     labels = labels_for_seeds([0, 1, 9, 10, 23], 10)
     assert labels.dtype == np.int64
     assert labels.tolist() == [0, 1, 9, 0, 3]
+
+
+# --- the class code of latent-classes training ------------------------------------------
+
+
+def test_class_code_rows_are_orthonormal_and_the_same_in_every_run():
+    code = class_code(NZ, 10)
+    assert code.shape == (10, NZ) and code.dtype == np.float32
+    np.testing.assert_allclose(code @ code.T, np.eye(10), atol=1e-6)
+    np.testing.assert_array_equal(code, class_code(NZ, 10))
+    assert not np.allclose(class_code(NZ, 10)[:3], class_code(NZ, 3))  # a code per size
+    with pytest.raises(ValueError, match="nz >= classes, got nz 4 and 10 classes"):
+        class_code(4, 10)
+
+
+def test_code_classes_are_cones_of_equal_mass_whose_mean_lies_along_their_row():
+    """What makes class arithmetic work on such a generator: each class holds a tenth of
+    the Gaussian, and its mean latent points along its row of the code."""
+    code = class_code(NZ, 10)
+    latents = latents_from_seeds(range(20_000), NZ)
+    classes = code_classes(latents, code)
+    shares = np.bincount(classes, minlength=10) / len(latents)
+    assert shares.min() > 0.085 and shares.max() < 0.115, shares
+    for k in range(10):
+        mean = latents[classes == k].mean(axis=0)
+        # in the code's span (up to sampling noise), nearest its own row
+        assert np.linalg.norm(code @ mean) / np.linalg.norm(mean) > 0.98
+        assert mean @ code[k] / np.linalg.norm(mean) > 0.9 and code_classes(mean[None], code)[0] == k
+    moved = latents[classes == 3][:200] + (code[7] - code[3]) * 3
+    assert (code_classes(moved, code) == 7).mean() > 0.9

@@ -61,10 +61,12 @@ def whole_run(tmp_path_factory, make_tiny_config) -> Path:
 @pytest.mark.parametrize("variant", [{}, {"d_steps": 2, "loss": "wgan-gp", "conditional": True,
                                       "augment": "translation,cutout"},
                                      {"d_norm": "spectral", "r1": 1.0},
+                                     {"latent_classes": True, "conditioning_start": 2,
+                                      "conditioning_steps": 4, "r1": 1.0},
                                      {"dataset": "ring", "nz": None, "mlp_hidden": 16,
                                       "recipe": "wgan", "lr_decay": "none"}],
                          ids=["default", "d_steps2-wgan_gp-conditional-augment", "spectral-r1",
-                              "ring-wgan_rmsprop"])
+                              "latent_classes-fade_in-r1", "ring-wgan_rmsprop"])
 def test_stop_and_resume_is_bit_identical_to_one_run(variant, whole_run, tmp_path, make_tiny_config):
     if variant:
         reference = train(make_tiny_config(tmp_path / "whole", steps=2 * N, log_every=3, **variant),
@@ -300,9 +302,43 @@ def test_conditional_training_makes_a_class_conditional_generator(conditional_ru
     assert any(k.startswith("label_projection") for k in load_checkpoint(conditional_run)["discriminator"])
 
 
+def test_latent_classes_train_an_unconditional_generator_told_its_class_by_its_latent(
+        tmp_path, make_tiny_config):
+    """G takes no label and exports as unconditional; D is conditional and is told the
+    real batch's labels for the reals and argmax(code @ z) for the fakes."""
+    from models.latent import class_code, code_classes
+    from training.loop import _build, _discriminator_step
+
+    config = make_tiny_config(tmp_path / "run", latent_classes=True, steps=4)
+    gan = _build(config, torch.device("cpu"), None, 0, 1)
+    assert not hasattr(gan.generator, "label_embedding") and gan.num_classes == 10
+    told, made_with = [], []
+    d_train, g_train = gan.d_train, gan.g_train
+    gan.d_train = lambda images, labels: told.append(labels) or d_train(images, labels)
+    gan.g_train = lambda latents, labels: made_with.append(labels) or g_train(latents, labels)
+    latents, real_labels = torch.randn(8, config.nz), torch.zeros(8, dtype=torch.long)
+    real = torch.zeros(8, 1, 16, 16)
+    _, fake_labels, _, _ = _discriminator_step(config, gan, real, latents, real_labels, 0, keep_graph=True)
+    expected = code_classes(latents.numpy(), class_code(config.nz, 10))
+    assert made_with == [None]
+    assert told[0].tolist() == [0] * 8 and told[1].tolist() == expected.tolist() == fake_labels.tolist()
+    assert len(set(expected.tolist())) > 1
+
+    run_dir = train(config, progress=False)
+    generator, card = load_torch_generator(run_dir)
+    assert card.num_classes == 0 and card.dataset["num_classes"] == 10
+    with torch.no_grad():
+        assert generator(torch.randn(2, config.nz)).shape == (2, 1, 16, 16)
+    assert any(k.startswith("label_projection") for k in load_checkpoint(run_dir)["discriminator"])
+
+
 def test_options_that_do_not_fit_the_dataset(tmp_path, make_tiny_config):
     with pytest.raises(TrainingError, match="--conditional needs a labelled dataset; folder has no labels"):
         train(make_tiny_config(tmp_path, dataset="folder", conditional=True), progress=False)
+    with pytest.raises(TrainingError, match="--latent-classes needs a labelled dataset; folder has no"):
+        train(make_tiny_config(tmp_path, dataset="folder", latent_classes=True), progress=False)
+    with pytest.raises(TrainingError, match="--latent-classes needs --arch dcgan"):
+        make_tiny_config(tmp_path, dataset="ring", nz=None, latent_classes=True)
     with pytest.raises(TrainingError, match="ring holds 2-D points: use --arch mlp"):
         train(make_tiny_config(tmp_path, dataset="ring", arch="dcgan"), progress=False)
     with pytest.raises(ValueError, match="image-size must be a power of two"):
@@ -361,8 +397,13 @@ def test_labels_fade_in_on_schedule_and_best_waits_for_full_conditioning(tmp_pat
 
 
 def test_conditioning_schedule_needs_a_conditional_run(tmp_path, make_tiny_config):
-    with pytest.raises(ValueError, match="conditioning-start applies to a class-conditional run"):
+    with pytest.raises(ValueError, match="conditioning-start applies to a run with labels: add "
+                                         "--conditional or --latent-classes"):
         make_tiny_config(tmp_path, conditioning_start=10).validate()
+    with pytest.raises(ValueError, match="conditional and latent-classes exclude each other"):
+        make_tiny_config(tmp_path, conditional=True, latent_classes=True)
+    with pytest.raises(ValueError, match="latent-classes cannot be combined with pack > 1"):
+        make_tiny_config(tmp_path, latent_classes=True, pack=2)
 
 
 def test_eval_every_evaluates_without_an_evaluator_given(tmp_path, make_tiny_config):

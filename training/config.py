@@ -75,8 +75,8 @@ class TrainingError(RuntimeError):
 
 # Options that shape the networks or what they are trained on: a resumed run keeps them
 # (its saved weights fit no other shape).
-ARCHITECTURE_OPTIONS = ("dataset", "image_size", "channels", "conditional", "arch", "nz", "ngf",
-                        "ndf", "mlp_hidden", "pack", "d_norm")
+ARCHITECTURE_OPTIONS = ("dataset", "image_size", "channels", "conditional", "latent_classes", "arch",
+                        "nz", "ngf", "ndf", "mlp_hidden", "pack", "d_norm")
 
 
 @dataclass
@@ -88,6 +88,9 @@ class TrainConfig:
     image_size: int = 32
     channels: int | None = None  # None: the dataset's own
     conditional: bool = False  # class-conditional G and D (labelled datasets only)
+    # An unconditional G whose class is linear in its latent: D is class-conditional, a
+    # fake's label is the class models.latent.class_code gives its latent (labelled datasets)
+    latent_classes: bool = False
     # Transitional conditioning (Shahbazi et al. 2022): unconditional until this step,
     # then the label terms fade in linearly over `conditioning_steps` steps; 0, 0: from the start
     conditioning_start: int = 0
@@ -189,9 +192,15 @@ class TrainConfig:
         for name in ("conditioning_start", "conditioning_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
-            if getattr(self, name) and not self.conditional:
-                raise ValueError(f"{name.replace('_', '-')} applies to a class-conditional run: "
-                                 "add --conditional or leave it at 0")
+            if getattr(self, name) and not (self.conditional or self.latent_classes):
+                raise ValueError(f"{name.replace('_', '-')} applies to a run with labels: "
+                                 "add --conditional or --latent-classes, or leave it at 0")
+        if self.conditional and self.latent_classes:
+            raise ValueError("conditional and latent-classes exclude each other: a latent-classes "
+                             "generator takes no label, its latent gives the class")
+        if self.latent_classes and self.pack > 1:
+            raise ValueError("latent-classes cannot be combined with pack > 1 (PacGAN): "
+                             "D's label projection judges one sample at a time")
         if self.d_norm is not None:
             from models.dcgan import D_NORMS
 
@@ -243,8 +252,12 @@ def resolve(config: TrainConfig) -> TrainConfig:
     info = dataset_info(config.dataset)
     config = with_recipe(config, toy=info.kind == "points")
     arch = config.arch or ("mlp" if info.kind == "points" else "dcgan")
-    if config.conditional and not info.labelled:
-        raise TrainingError(f"--conditional needs a labelled dataset; {config.dataset} has no labels")
+    for option in ("conditional", "latent_classes"):
+        if getattr(config, option) and not info.labelled:
+            raise TrainingError(f"--{option.replace('_', '-')} needs a labelled dataset; "
+                                f"{config.dataset} has no labels")
+    if config.latent_classes and arch != "dcgan":
+        raise TrainingError("--latent-classes needs --arch dcgan (a class-conditional discriminator)")
     if arch == "dcgan" and info.kind == "points":
         raise TrainingError(f"{config.dataset} holds 2-D points: use --arch mlp")
     device = config.device

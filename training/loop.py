@@ -29,11 +29,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from models import build_models
 from models.dcgan import set_conditioning
+from models.latent import class_code
 from training import losses
 from training.augment import augment, parse_augment
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, TrainingError, conditioning_at, top_k_share, unresolved
-from training.data import PointsDataset, load_dataset
+from training.data import PointsDataset, dataset_info, load_dataset
 from training.run import Run, model_spec
 
 log = logging.getLogger("dcgan.train")
@@ -92,8 +93,17 @@ class GAN:
     g_train: torch.nn.Module
     d_train: torch.nn.Module
     d_for_g: torch.nn.Module  # the bare D under DDP: the generator step must not reduce D's gradients
-    num_classes: int  # 0: unconditional
+    num_classes: int  # classes D is told (0: unconditional D)
     augments: tuple[str, ...]  # DiffAugment of D's inputs, the same for real and fake
+    code: torch.Tensor | None = None  # latent classes: (classes, nz) rows; a fake's class is
+    # argmax(code @ z) and G takes no label
+
+    def fake_labels(self, latents: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """The classes D is told the fakes of `latents` are: their code's with latent
+        classes, else the labels G is given (the real batch's, or None)."""
+        if self.code is None:
+            return labels
+        return (latents @ self.code.T).argmax(dim=1)
 
 
 def _processes(config: TrainConfig) -> tuple[int, int, torch.device]:
@@ -121,6 +131,11 @@ def _build(config: TrainConfig, device: torch.device, state: dict | None,
     together with the random stream."""
     spec = model_spec(config)
     generator, discriminator = build_models(config.arch, spec)
+    code = None
+    if config.latent_classes:  # G as specified (unconditional), D told the classes
+        classes = dataset_info(config.dataset).num_classes
+        discriminator = build_models(config.arch, {**spec, "num_classes": classes})[1]
+        code = torch.from_numpy(class_code(config.nz, classes)).to(device)
     generator.to(device)
     discriminator.to(device)
     if config.channels_last and config.arch == "dcgan":
@@ -166,7 +181,8 @@ def _build(config: TrainConfig, device: torch.device, state: dict | None,
     discriminator.train()
     return GAN(generator, discriminator, ema, opt_g, opt_d, g_train, d_train,
                d_for_g=discriminator if world > 1 else d_train,
-               num_classes=int(spec.get("num_classes", 0)), augments=parse_augment(config.augment))
+               num_classes=int(getattr(discriminator.config, "num_classes", 0)),
+               augments=parse_augment(config.augment), code=code)
 
 
 def _optimizer(config: TrainConfig, module: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -231,16 +247,19 @@ def _d_view(images: torch.Tensor, config: TrainConfig, gan: GAN, step: int) -> t
 def _discriminator_step(config: TrainConfig, gan: GAN, real: torch.Tensor, latents: torch.Tensor,
                         labels: torch.Tensor | None, step: int, keep_graph: bool):
     """One update of D on real and G(latents); returns the fakes (with their graph when
-    `keep_graph`, for the generator step), D's loss and its (real, fake) logits."""
+    `keep_graph`, for the generator step), the classes D was told they are, D's loss and
+    its (real, fake) logits."""
+    g_labels = None if gan.code is not None else labels
+    fake_labels = gan.fake_labels(latents, labels)
     with _autocast(config, real.device):
         if keep_graph:
-            fake = gan.g_train(latents, labels)
+            fake = gan.g_train(latents, g_labels)
         else:
             with torch.no_grad():
-                fake = gan.generator(latents, labels)
+                fake = gan.generator(latents, g_labels)
         real_view = _d_view(real, config, gan, step).requires_grad_(config.r1 > 0)  # R1 needs grad D(x)
         real_logits = gan.d_train(real_view, labels)
-        fake_logits = gan.d_train(_d_view(fake.detach(), config, gan, step), labels)
+        fake_logits = gan.d_train(_d_view(fake.detach(), config, gan, step), fake_labels)
         d_loss = losses.discriminator_loss(config.loss, real_logits, fake_logits, config.label_smoothing)
         if config.r1 > 0:
             d_loss = d_loss + 0.5 * config.r1 * losses.r1_penalty(real_logits, real_view)
@@ -251,7 +270,7 @@ def _discriminator_step(config: TrainConfig, gan: GAN, real: torch.Tensor, laten
     gan.opt_d.step()
     if config.loss == "wgan":
         losses.clip_weights(gan.discriminator, config.clip)
-    return fake, d_loss.detach(), (real_logits, fake_logits)
+    return fake, fake_labels, d_loss.detach(), (real_logits, fake_logits)
 
 
 def _generator_step(config: TrainConfig, gan: GAN, fake: torch.Tensor, labels: torch.Tensor | None,
@@ -336,12 +355,12 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
             for k in range(config.d_steps):
                 real, labels = next(real_batches)
                 latents = torch.randn(real.shape[0], config.nz, device=device)
-                fake, d_loss, logits = _discriminator_step(config, gan, real, latents, labels, step,
-                                                           keep_graph=k == config.d_steps - 1)
+                fake, fake_labels, d_loss, logits = _discriminator_step(
+                    config, gan, real, latents, labels, step, keep_graph=k == config.d_steps - 1)
             # Generator: one step on the last fakes (their graph is kept: no second forward
             # pass of G), with the labels they were made for.
             share = top_k_share(config, step * config.d_steps // batches_per_epoch)
-            g_loss = _generator_step(config, gan, fake, labels, step, share)
+            g_loss = _generator_step(config, gan, fake, fake_labels, step, share)
             step += 1
             # EMA of G's weights, its horizon ramped up with the images seen
             if gan.ema is not None:

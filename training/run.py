@@ -266,9 +266,10 @@ class Run:
         figures = self.evaluator(self.gan.ema if self.gan.ema is not None else self.gan.generator)
         self.gan.generator.train()
         self.card.quality = {**self.card.quality, **figures, "step": step}
-        # A conditional run still fading its labels in is not a model to keep: exported,
-        # it would be fully conditional, which it has not learnt to be yet.
-        complete = float(getattr(self.gan.generator, "conditioning", 1.0)) >= 1.0
+        # A run still fading its labels in is not a model to keep: exported, it would be
+        # fully conditional (or, with latent classes, assumed class-linear), which it has
+        # not learnt to be yet. D is told the labels in both kinds of run.
+        complete = float(getattr(self.gan.discriminator, "conditioning", 1.0)) >= 1.0
         if complete and selection_score(figures) < self.best_fd:
             self.best_fd = selection_score(figures)
             self.card.step = step
