@@ -1,11 +1,15 @@
 """The README's pictures, each made by the project's own commands (`make figures`).
 
-    python bench/figures.py [--only samples,interpolation,truncation,toy,losses,service,report]
+    python bench/figures.py [--only samples,interpolation,truncation,arithmetic,toy,losses,service,report]
 
 into docs/figures/:
 
 - samples.png, interpolation.gif: `dcgan sample` and `dcgan interpolate` on the bundled
   generator (models/pretrained/dcgan-mnist.onnx);
+- arithmetic.png: class arithmetic on `mnist-latent` (models/pretrained/dcgan-mnist-latent.onnx),
+  what `POST /edit` with `from_class`/`to_class` and strength 1 does: row a is the first
+  sample (seeds 0..) the evaluation classifier puts in class a, moved by (mean latent of
+  b - mean latent of a) from its directions sidecar into each column b;
 - ring_game.png, ring_training.gif: GAN Lab's view of a `dcgan train --dataset ring`
   run to convergence (its last frame, and its samples/training.gif);
 - toy_losses.png (+ .json): four recipes side by side on both toys, run to convergence
@@ -36,7 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "docs" / "figures"
 BUNDLED = ROOT / "models" / "pretrained" / "dcgan-mnist.onnx"
-PARTS = ("samples", "interpolation", "truncation", "toy", "losses", "service", "report")
+LATENT = BUNDLED.with_name("dcgan-mnist-latent.onnx")
+PARTS = ("samples", "interpolation", "truncation", "arithmetic", "toy", "losses", "service", "report")
 
 
 def dcgan(*args: str | Path, cwd: Path = ROOT) -> None:
@@ -93,6 +98,29 @@ def truncation(work: Path) -> None:
 def interpolation(work: Path) -> None:
     dcgan("interpolate", BUNDLED, "--start", "3", "--end", "7", "--steps", "16",
           "--out", OUT / "interpolation.gif")
+
+
+def arithmetic(work: Path) -> None:
+    import numpy as np
+    import torch
+
+    from models import generation as gen
+    from models.latent import latents_from_seeds
+    from training.encoder import feature_network
+
+    print(f"$ class arithmetic on {LATENT.relative_to(ROOT)} (its .latent.json)", flush=True)
+    generator = gen.OnnxGenerator(LATENT, device="cpu")
+    means = gen.open_latent_space(LATENT, generator.card).directions.class_means
+    classifier, _ = feature_network(generator.card)
+    latents = latents_from_seeds(range(200), generator.card.nz)
+    with torch.no_grad():
+        classes = classifier(torch.from_numpy(generator.generate(latents)))[1].argmax(1).numpy()
+    rows = []
+    for a in range(len(means)):
+        start = latents[np.flatnonzero(classes == a)[0]]
+        rows.append(start + means - means[a])  # column b: start + (mean b - mean a)
+    images = generator.generate(np.concatenate(rows))
+    gen.atomic_write(OUT / "arithmetic.png", gen.grid_png(images, columns=len(means)))
 
 
 def toy(work: Path) -> None:
